@@ -1,0 +1,3 @@
+from edge_ai.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""The ASGI app: loads the engines in the background, serves health, readiness and the dialects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from edge_ai.cache import SemanticCache
+from edge_ai.config import Settings
+from edge_ai.engines.embedder import Embedder
+from edge_ai.errors import EdgeError
+from edge_ai.local_models import LocalModels
+from edge_ai.model_files import resolve_embedder
+from edge_ai.policy import AnswerPolicy
+
+log = logging.getLogger("edge_ai")
+
+
+class NotReady(EdgeError):
+    status = 503
+    kind = "not_ready"
+
+
+class Runtime:
+    """Everything the routes need, built once. Loading runs in a thread so /healthz answers at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedder: Embedder | None = None
+        self.models: LocalModels | None = None
+        self.cache: SemanticCache | None = None
+        self.policy: AnswerPolicy | None = None
+        self.error: str | None = None
+        self.loaded = threading.Event()
+
+    def load(self) -> None:
+        s = self.settings
+        try:
+            self.embedder = Embedder(resolve_embedder(s.embedder))
+            self.cache = SemanticCache.open(s.cache_dir, self.embedder, s.cache_threshold, s.cache_ttl)
+            self.models = LocalModels(s)
+            self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens)
+            log.info("edge-ai ready: model %s, cache %s", self.models.default.engine.path, s.cache_dir)
+        except Exception as exc:
+            log.exception("loading failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.policy is not None
+
+    def require(self) -> AnswerPolicy:
+        if self.policy is None:
+            raise NotReady(self.error or "edge-ai is still loading its models; retry shortly")
+        return self.policy
+
+    def status(self) -> dict[str, object]:
+        body: dict[str, object] = {"status": "ready" if self.ready else ("failed" if self.error else "loading")}
+        if self.error:
+            body["error"] = self.error
+        if self.models is not None:
+            body["models"] = {m.name: m.engine.load() for m in {id(m): m for m in [self.models.default, *self.models.aliases.values()]}.values()}
+        if self.cache is not None:
+            body["cache"] = self.cache.stats()
+        return body
+
+    def close(self) -> None:
+        if self.models is not None:
+            self.models.close()
+        if self.embedder is not None:
+            self.embedder.close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from edge_ai import routes_openai
+
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.get_running_loop().run_in_executor(None, runtime.load)
+        yield
+        await loader
+        runtime.close()
+
+    app = FastAPI(title="edge-ai", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        return JSONResponse(runtime.status(), status_code=200 if runtime.ready else 503)
+
+    app.include_router(routes_openai.router(runtime))
+    return app

@@ -1,0 +1,111 @@
+"""The semantic cache: exact-match path, then nearest neighbour within the request's scope."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_ai.engines.embedder import Embedder
+from edge_ai.engines.index import VectorIndex
+from edge_ai.engines.store import Entry, Store
+from edge_ai.request import Final, Request
+
+log = logging.getLogger("edge_ai.cache")
+
+
+@dataclass
+class Hit:
+    entry: Entry
+    similarity: float
+    exact: bool
+
+
+@dataclass
+class Lookup:
+    hit: Hit | None
+    vector: np.ndarray | None  # the query's embedding, kept so storing the answer needs no second pass
+
+
+def serves(entry: Entry, req: Request) -> bool:
+    """A cached answer serves a request only if it is an answer the request could have got."""
+    if entry.finish_reason == "length":  # cut at its max_tokens: right only for the same limit
+        return entry.max_tokens == req.max_tokens
+    return req.max_tokens is None or entry.completion_tokens <= req.max_tokens
+
+
+class SemanticCache:
+    def __init__(self, store: Store, embedder: Embedder, threshold: float) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.threshold = threshold
+        self.index = VectorIndex(embedder.dim)
+        self.hits = {"exact": 0, "semantic": 0, "miss": 0}
+
+    @classmethod
+    def open(cls, directory: str | Path, embedder: Embedder, threshold: float, ttl: float | None) -> "SemanticCache":
+        cache = cls(Store(directory, ttl), embedder, threshold)
+        cache.load()
+        return cache
+
+    def load(self) -> int:
+        """Rebuild the in-memory index from the stored vectors (no re-embedding)."""
+        n = 0
+        for entry in self.store:
+            vec = entry.vec()
+            if vec.shape == (self.index.dim,):
+                self.index.add(entry.scope_key, entry.id, vec)
+                n += 1
+        log.info("cache: %d entries indexed from %s", n, self.store.directory)
+        return n
+
+    async def lookup(self, req: Request, threshold: float | None = None) -> Lookup:
+        exact = self.store.get(req.exact_key())
+        if exact is not None and serves(exact, req):
+            self.hits["exact"] += 1
+            return Lookup(Hit(exact, 1.0, True), exact.vec())
+        vec = await self.embedder.embed_one(req.query)
+        limit = self.threshold if threshold is None else threshold
+        for id_, sim in self.index.search(req.scope_key(), vec, k=4):
+            if sim < limit:
+                break
+            entry = self.store.get(id_)
+            if entry is None:  # expired since it was indexed
+                self.index.remove(id_)
+                continue
+            if serves(entry, req):
+                self.hits["semantic"] += 1
+                return Lookup(Hit(entry, sim, False), vec)
+        self.hits["miss"] += 1
+        return Lookup(None, vec)
+
+    async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None) -> Entry | None:
+        """Store a complete answer. Empty answers are not worth serving again."""
+        if not final.text.strip():
+            return None
+        if vector is None:
+            vector = await self.embedder.embed_one(req.query)
+        entry = Entry(
+            id=req.exact_key(),
+            scope_key=req.scope_key(),
+            scope=req.scope(),
+            query=req.query,
+            answer=final.text,
+            finish_reason=final.finish_reason,
+            completion_tokens=final.completion_tokens,
+            max_tokens=req.max_tokens,
+            source=source,
+            vector=np.asarray(vector, np.float32).tobytes(),
+        )
+        await asyncio.to_thread(self.store.put, entry)
+        self.index.add(entry.scope_key, entry.id, vector)
+        return entry
+
+    def stats(self) -> dict[str, object]:
+        return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,70 @@
+"""Settings: defaults < TOML file < environment (EDGE_AI_*) < command-line flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ENV_PREFIX = "EDGE_AI_"
+CONFIG_ENV = "EDGE_AI_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+
+    # Models. Empty path = the packaged default (Gemma 3 270M Q4_K_M / all-MiniLM-L6-v2).
+    model: str = Field("", description="GGUF file of the default local model")
+    embedder: str = Field("", description="sentence-transformers model directory")
+    models_dir: str = Field("models", description="where the packaged default GGUF is assembled")
+    model_map: dict[str, str] = Field(
+        default_factory=dict, description="client model name -> GGUF path (other names use the default model)"
+    )
+    strict_models: bool = Field(False, description="404 model_not_found for names not in model_map")
+
+    # Inference core.
+    n_slots: int = Field(16, ge=1, le=256, description="sequences decoded together in one forward pass")
+    n_ctx_slot: int = Field(4096, ge=256, description="context tokens per slot (prompt + answer)")
+    n_batch: int = Field(512, ge=32, description="most tokens in one forward pass (chunked prefill)")
+    n_threads: int = Field(0, ge=0, description="CPU threads for the model (0 = all cores)")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (-1 = all; needs a CUDA build)")
+    max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
+    default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
+
+    # Semantic cache.
+    cache_dir: str = Field("cache", description="on-disk cache directory")
+    cache_threshold: float = Field(0.90, ge=0.0, le=1.0, description="cosine similarity for a semantic hit")
+    cache_ttl: float | None = Field(None, gt=0, description="seconds an entry lives (unset = forever)")
+
+    # HTTP.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted request body")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = os.environ.get(CONFIG_ENV)
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml)))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Build settings; `overrides` (from CLI flags) win, `None` values are ignored."""
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"config file not found: {config_file}")
+            os.environ[CONFIG_ENV] = str(config_file)
+        return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,292 @@
+"""OpenAI wire format: request schemas -> internal Request, Reply -> responses and SSE chunks."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge_ai.errors import BadRequest, EdgeError, Overloaded
+from edge_ai.request import CacheControl, Final, Message, Request
+
+# ---- errors ---------------------------------------------------------------------------------
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def render_error(exc: EdgeError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, Overloaded) else {}
+    status = 429 if isinstance(exc, Overloaded) else exc.status
+    code = exc.code or ("rate_limit_exceeded" if status == 429 else None)
+    return status, error_body(status, exc.message, exc.param, code), headers
+
+
+# ---- request schemas --------------------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")  # clients send fields we ignore; known unsupported ones are checked
+
+
+class ContentPart(_Wire):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Wire):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Wire):
+    include_usage: bool = False
+
+
+class _Generation(_Wire):
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    n: int | None = Field(None, ge=1)
+    logprobs: bool | int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    def _common(self) -> dict[str, Any]:
+        if self.n not in (None, 1):
+            raise BadRequest("n > 1 is not supported by the local model; send one request per choice", param="n")
+        if self.logprobs:
+            raise BadRequest("logprobs are not supported", param="logprobs")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return dict(
+            model=self.model,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
+            stop=stop,
+            stream=self.stream,
+        )
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def to_request(self, cache: CacheControl, tenant: str) -> Request:
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            raise BadRequest("the local model cannot guarantee structured output", param="response_format")
+        if self.tools and self.tool_choice not in (None, "auto", "none"):
+            raise BadRequest("the local model cannot be made to call a tool", param="tool_choice")
+        system, turns = [], []
+        for i, m in enumerate(self.messages):
+            text = _text(m, i)
+            if m.role in ("system", "developer"):
+                system.append(text)
+            elif m.role == "assistant":
+                calls = [
+                    f"[called tool {c.get('function', {}).get('name', '?')} "
+                    f"with {c.get('function', {}).get('arguments', '')}]"
+                    for c in m.tool_calls or []
+                ]
+                turns.append(Message("assistant", "\n".join(filter(None, [text, *calls]))))
+            elif m.role in ("tool", "function"):  # the model cannot call tools, but can read their results
+                turns.append(Message("user", f"[tool result]\n{text}"))
+            else:
+                turns.append(Message("user", text))
+        turns = _merge_turns(turns)
+        if not turns or turns[-1].role != "user":
+            raise BadRequest("the last message must be from the user", param="messages")
+        if not turns[-1].content.strip():
+            raise BadRequest("the last user message is empty", param="messages")
+        params = {k: v for k, v in {"tools": self.tools, "tool_choice": self.tool_choice}.items() if v}
+        return Request(
+            kind="chat",
+            system="\n\n".join(system),
+            messages=tuple(turns),
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            answer_params=params,
+            tenant=tenant,
+            cache=cache,
+            **self._common(),
+        )
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def prompts(self) -> list[str]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if not prompts or any(not p for p in prompts):
+            raise BadRequest("prompt must be a non-empty string or list of non-empty strings", param="prompt")
+        if self.echo or self.suffix or (self.best_of or 1) > 1:
+            raise BadRequest("echo, suffix and best_of are not supported", param="echo")
+        if len(prompts) > 1 and self.stream:
+            raise BadRequest("streaming takes a single prompt", param="prompt")
+        return prompts
+
+    def to_request(self, prompt: str, cache: CacheControl, tenant: str) -> Request:
+        return Request(kind="completion", prompt=prompt, max_tokens=self.max_tokens, tenant=tenant, cache=cache, **self._common())
+
+
+class EmbeddingRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if any(not t for t in texts):
+            raise BadRequest("input must not contain empty strings", param="input")
+        return texts
+
+
+def _text(m: ChatMessage, i: int) -> str:
+    if m.content is None:
+        if m.role == "assistant" and m.tool_calls:
+            return ""
+        raise BadRequest(f"messages[{i}].content is required", param=f"messages.{i}.content")
+    if isinstance(m.content, str):
+        return m.content
+    parts = []
+    for part in m.content:
+        if part.type not in ("text", "input_text"):
+            raise BadRequest(
+                f"content part type '{part.type}' is not supported by the local model", param=f"messages.{i}.content"
+            )
+        parts.append(part.text or "")
+    return "\n".join(parts)
+
+
+def _merge_turns(turns: list[Message]) -> list[Message]:
+    """Chat templates want alternating turns: join consecutive turns of one role."""
+    merged: list[Message] = []
+    for t in turns:
+        if merged and merged[-1].role == t.role:
+            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
+        else:
+            merged.append(t)
+    return merged
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+def _usage(f: Final) -> dict[str, int]:
+    return {
+        "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens,
+        "total_tokens": f.prompt_tokens + f.completion_tokens,
+    }
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def chat_response(model: str, final: Final) -> dict[str, Any]:
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": final.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": final.finish_reason,
+            }
+        ],
+        "usage": _usage(final),
+        "system_fingerprint": "edge-ai",
+    }
+
+
+def completion_response(model: str, finals: list[Final]) -> dict[str, Any]:
+    total = Final("", "stop", sum(f.prompt_tokens for f in finals), sum(f.completion_tokens for f in finals))
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": i, "text": f.text, "logprobs": None, "finish_reason": f.finish_reason} for i, f in enumerate(finals)
+        ],
+        "usage": _usage(total),
+    }
+
+
+async def chat_stream(model: str, events: AsyncIterator[str | Final], include_usage: bool) -> AsyncIterator[str]:
+    base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        body = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return _sse(body)
+
+    yield chunk({"role": "assistant", "content": ""})
+    async for event in events:
+        if isinstance(event, Final):
+            yield chunk({}, event.finish_reason)
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(event)})
+        elif event:
+            yield chunk({"content": event})
+    yield "data: [DONE]\n\n"
+
+
+async def completion_stream(model: str, events: AsyncIterator[str | Final], include_usage: bool) -> AsyncIterator[str]:
+    base = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model}
+    async for event in events:
+        if isinstance(event, Final):
+            yield _sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": event.finish_reason}]})
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(event)})
+        elif event:
+            yield _sse({**base, "choices": [{"index": 0, "text": event, "logprobs": None, "finish_reason": None}]})
+    yield "data: [DONE]\n\n"
+
+
+def stream_error(exc: EdgeError) -> str:
+    _, body, _ = render_error(exc)
+    return _sse(body)
+
+
+def _sse(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"

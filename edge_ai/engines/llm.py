@@ -1,0 +1,475 @@
+"""Continuous-batching inference over llama.cpp's low-level API.
+
+Named after the concepts of llama.cpp's own server:
+
+- **Task**: one generation request: prompt tokens, sampling parameters, and a channel of events
+  (text deltas, then one `Final`) back to the asyncio caller.
+- **Slot**: one sequence (`seq_id`) of the shared context. It keeps the tokens whose KV it holds
+  after its task ends, so the next task with the same prefix skips recomputing it.
+- **Scheduler loop** (one thread): each step builds one `llama_batch` holding the next token of
+  every decoding slot plus prompt chunks of newly admitted ones (chunked prefill), runs one
+  `llama_decode`, and samples a token for every slot that has logits in that batch. New tasks join
+  between steps; a finished or cancelled task frees its slot at once.
+
+Admission is bounded: past `max_queue` waiting tasks, `submit` raises `Overloaded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+import llama_cpp as ll
+import numpy as np
+
+from edge_ai.errors import ContextOverflow, Overloaded
+from edge_ai.request import Final
+
+log = logging.getLogger("edge_ai.llm")
+
+
+class EngineError(RuntimeError):
+    """llama_decode failed; the tasks in that step are failed, the engine goes on."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_k == 1
+
+
+class Task:
+    """One request's generation; its events cross from the scheduler thread to the event loop."""
+
+    def __init__(self, tokens: list[int], params: SamplingParams, loop: asyncio.AbstractEventLoop) -> None:
+        self.tokens = tokens
+        self.params = params
+        self.cancelled = False
+        self.enqueued_at = time.perf_counter()
+        self._loop = loop
+        self._events: asyncio.Queue[str | Final | BaseException] = asyncio.Queue()
+
+    def emit(self, event: str | Final | BaseException) -> None:
+        self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+
+    def cancel(self) -> None:
+        self.cancelled = True  # the scheduler frees the slot before its next step
+
+    async def stream(self) -> AsyncIterator[str | Final]:
+        """Yield text deltas, then the final `Final`. Cancels the task if the consumer leaves."""
+        try:
+            while True:
+                event = await self._events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Final):
+                    return
+        finally:
+            self.cancel()
+
+    async def result(self) -> Final:
+        async for event in self.stream():
+            if isinstance(event, Final):
+                return event
+        raise EngineError("generation ended without a result")
+
+
+class StopMatcher:
+    """Finds stop strings across token boundaries; holds back text that may be a stop's beginning."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Add generated text; return (text safe to emit now, stopped)."""
+        start = max(0, len(self.text) - max((len(s) for s in self.stops), default=0))
+        self.text += piece
+        if not self.stops:
+            return self._emit(len(self.text)), False
+        cut = min((i for i in (self.text.find(s, start) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = self.text[:cut]
+            return self._emit(cut), True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), hold, -1):
+                if self.text.endswith(s[:k]):
+                    hold = k
+                    break
+        return self._emit(len(self.text) - hold), False
+
+    def flush(self) -> str:
+        return self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> str:
+        upto = max(upto, self.sent)
+        out, self.sent = self.text[self.sent : upto], upto
+        return out
+
+
+@dataclass
+class Slot:
+    id: int
+    cache_tokens: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    task: Task | None = None
+    n_prefilled: int = 0
+    pending: int | None = None  # sampled token not yet decoded
+    n_generated: int = 0
+    sampler: ctypes.c_void_p | None = None
+    decoder: codecs.IncrementalDecoder | None = None
+    matcher: StopMatcher | None = None
+    started: int = 0  # admission order, for fair prefill
+
+    @property
+    def free(self) -> bool:
+        return self.task is None
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    prompt_tokens: int = 0  # prompt tokens computed
+    prompt_tokens_reused: int = 0  # prompt tokens taken from a slot's KV instead
+    generated_tokens: int = 0
+    rejected: int = 0
+
+
+_log_callback = None
+
+
+def _silence_llama_logs() -> None:
+    """llama.cpp logs every load detail to stderr; keep it quiet unless EDGE_AI_LLAMA_LOG is set."""
+    global _log_callback
+    if os.environ.get("EDGE_AI_LLAMA_LOG") or _log_callback is not None:
+        return
+
+    @ll.llama_log_callback
+    def _quiet(level, text, user_data):  # noqa: ANN001
+        return None
+
+    _log_callback = _quiet
+    ll.llama_log_set(_log_callback, ctypes.c_void_p())
+
+
+class LLMEngine:
+    """One GGUF model, one context with `n_slots` sequences, one scheduler thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_slots: int = 16,
+        n_ctx_slot: int = 4096,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        n_gpu_layers: int = 0,
+        max_queue: int = 64,
+    ) -> None:
+        _silence_llama_logs()
+        ll.llama_backend_init()
+        self.path = Path(path)
+        self.n_slots = n_slots
+        self.n_ctx_slot = n_ctx_slot
+        self.n_batch = n_batch
+        self.max_queue = max_queue
+        threads = n_threads or os.cpu_count() or 1
+
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
+        self.model = ll.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"could not load GGUF model {self.path}")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = n_ctx_slot * n_slots
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_slots
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = False  # each slot attends over its own cells only
+        cparams.swa_full = True  # sliding-window layers keep the whole prefix, so it can be reused
+        cparams.no_perf = True
+        self.ctx = ll.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeError("could not create the llama.cpp context")
+        self.mem = ll.llama_get_memory(self.ctx)
+
+        self.batch = ll.llama_batch_init(n_batch, 0, 1)
+        self._b_token = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
+        self._b_pos = np.ctypeslib.as_array(self.batch.pos, shape=(n_batch,))
+        self._b_logits = np.ctypeslib.as_array(self.batch.logits, shape=(n_batch,))
+        self._b_seq = [np.ctypeslib.as_array(self.batch.seq_id[i], shape=(1,)) for i in range(n_batch)]
+        np.ctypeslib.as_array(self.batch.n_seq_id, shape=(n_batch,))[:] = 1
+
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self.stats = EngineStats()
+        self._waiting: deque[Task] = deque()
+        self._cond = threading.Condition()
+        self._admitted = 0
+        self._stopping = False
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._thread = threading.Thread(target=self._run, name=f"llm-{self.path.stem}", daemon=True)
+        self._thread.start()
+
+    # ---- model facts and tokenizer -------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = ll.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.meta("tokenizer.chat_template")
+
+    def token_text(self, token: int) -> str:
+        return self._piece(token, special=True).decode("utf-8", "replace")
+
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (ll.llama_token * n_max)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_bos, special)
+        if n < 0:
+            buf = (ll.llama_token * -n)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, -n, add_bos, special)
+        return list(buf[:n])
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = ll.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, big, -n, 0, special)
+            return big.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    @property
+    def bos_token(self) -> int:
+        return ll.llama_vocab_bos(self.vocab)
+
+    # ---- admission ------------------------------------------------------------------------
+
+    def submit(self, tokens: list[int], params: SamplingParams) -> Task:
+        """Queue a generation. Raises ContextOverflow or Overloaded; never blocks."""
+        if not tokens:
+            raise ContextOverflow("the prompt is empty")
+        if len(tokens) + params.max_tokens > self.n_ctx_slot:
+            raise ContextOverflow(
+                f"prompt ({len(tokens)} tokens) plus max_tokens ({params.max_tokens}) exceeds the "
+                f"context of {self.n_ctx_slot} tokens"
+            )
+        task = Task(tokens, params, asyncio.get_running_loop())
+        with self._cond:
+            busy = sum(1 for s in self.slots if not s.free) + len(self._waiting)
+            if busy >= self.n_slots + self.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded("all local model slots are busy and the queue is full", retry_after=1)
+            self._waiting.append(task)
+            self._cond.notify()
+        return task
+
+    def load(self) -> dict[str, int]:
+        with self._cond:
+            return {
+                "slots": self.n_slots,
+                "slots_busy": sum(1 for s in self.slots if not s.free),
+                "queue_depth": len(self._waiting),
+                "queue_limit": self.max_queue,
+            }
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        ll.llama_batch_free(self.batch)
+        ll.llama_free(self.ctx)
+        ll.llama_model_free(self.model)
+
+    # ---- scheduler loop (engine thread) ----------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._waiting and all(s.free for s in self.slots):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                self._admit()
+            self._drop_cancelled()
+            if any(not s.free for s in self.slots):
+                try:
+                    self._step()
+                except Exception as exc:  # never let one bad step kill the engine thread
+                    log.exception("decode step failed")
+                    for slot in self.slots:
+                        if slot.task is not None:
+                            self._release(slot, error=EngineError(str(exc)))
+        for slot in self.slots:
+            if slot.task is not None:
+                self._release(slot, error=EngineError("engine stopped"))
+
+    def _admit(self) -> None:
+        """Move waiting tasks into free slots, each into the slot whose KV shares its longest prefix."""
+        while self._waiting:
+            free = [s for s in self.slots if s.free]
+            if not free:
+                return
+            task = self._waiting.popleft()
+            if task.cancelled:
+                continue
+            slot, keep = max(((s, _common_prefix(s.cache_tokens, task.tokens)) for s in free), key=lambda x: x[1])
+            keep = min(keep, len(task.tokens) - 1)  # the last prompt token is re-run to get logits
+            if not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
+                ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
+                keep = 0
+            del slot.cache_tokens[keep:]
+            self.stats.prompt_tokens_reused += keep
+            self._admitted += 1
+            slot.task, slot.n_prefilled, slot.pending, slot.n_generated = task, keep, None, 0
+            slot.started = self._admitted
+            slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            slot.matcher = StopMatcher(task.params.stop)
+            slot.sampler = None if task.params.greedy else _make_sampler(task.params)
+
+    def _drop_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.task is not None and slot.task.cancelled:
+                self._release(slot)
+
+    def _step(self) -> None:
+        n = 0
+        rows: list[tuple[Slot, int]] = []
+        active = sorted((s for s in self.slots if not s.free), key=lambda s: s.started)
+        for slot in active:  # one token for every decoding sequence
+            if slot.pending is not None:
+                self._put(n, slot.pending, len(slot.cache_tokens), slot.id, True)
+                slot.cache_tokens.append(slot.pending)
+                slot.pending = None
+                rows.append((slot, n))
+                n += 1
+        for slot in active:  # then prompt chunks, oldest admission first
+            assert slot.task is not None
+            todo = len(slot.task.tokens) - slot.n_prefilled
+            if todo <= 0:
+                continue
+            take = min(todo, self.n_batch - n)
+            if take <= 0:
+                break
+            chunk = slot.task.tokens[slot.n_prefilled : slot.n_prefilled + take]
+            pos0 = slot.n_prefilled
+            self._b_token[n : n + take] = chunk
+            self._b_pos[n : n + take] = np.arange(pos0, pos0 + take)
+            self._b_logits[n : n + take] = 0
+            for i in range(n, n + take):
+                self._b_seq[i][0] = slot.id
+            slot.cache_tokens.extend(chunk)
+            slot.n_prefilled += take
+            self.stats.prompt_tokens += take
+            n += take
+            if slot.n_prefilled == len(slot.task.tokens):
+                self._b_logits[n - 1] = 1
+                rows.append((slot, n - 1))
+        if n == 0:
+            return
+        self.batch.n_tokens = n
+        rc = ll.llama_decode(self.ctx, self.batch)
+        self.stats.steps += 1
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc}")
+        for slot, row in rows:
+            self._sample(slot, row)
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        self._b_token[i] = token
+        self._b_pos[i] = pos
+        self._b_seq[i][0] = seq
+        self._b_logits[i] = logits
+
+    def _sample(self, slot: Slot, row: int) -> None:
+        task = slot.task
+        assert task is not None and slot.decoder is not None and slot.matcher is not None
+        if slot.sampler is None:
+            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
+            token = int(logits.argmax())
+        else:
+            token = ll.llama_sampler_sample(slot.sampler, self.ctx, row)
+        slot.n_generated += 1
+        self.stats.generated_tokens += 1
+        if ll.llama_vocab_is_eog(self.vocab, token):
+            return self._finish(slot, "stop")
+        delta, stopped = slot.matcher.feed(slot.decoder.decode(self._piece(token)))
+        if delta:
+            task.emit(delta)
+        if stopped:
+            return self._finish(slot, "stop")
+        if slot.n_generated >= task.params.max_tokens or len(slot.cache_tokens) + 1 >= self.n_ctx_slot:
+            return self._finish(slot, "length")
+        slot.pending = token
+
+    def _finish(self, slot: Slot, reason: str) -> None:
+        task, matcher, decoder = slot.task, slot.matcher, slot.decoder
+        assert task is not None and matcher is not None and decoder is not None
+        if reason == "length":  # text held back for a possible stop string is answer after all
+            matcher.feed(decoder.decode(b"", final=True))
+            tail = matcher.flush()
+            if tail:
+                task.emit(tail)
+        task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated))
+        self._release(slot)
+
+    def _release(self, slot: Slot, error: BaseException | None = None) -> None:
+        if error is not None and slot.task is not None:
+            slot.task.emit(error)
+        if slot.sampler is not None:
+            ll.llama_sampler_free(slot.sampler)
+        if error is not None:  # a failed step leaves the sequence's KV unknown: forget it
+            ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
+            slot.cache_tokens.clear()
+        slot.task, slot.sampler, slot.pending, slot.decoder, slot.matcher = None, None, None, None, None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _make_sampler(p: SamplingParams) -> ctypes.c_void_p:
+    chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+    if p.top_k > 0:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(p.top_k))
+    if p.top_p < 1.0:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(p.top_p, 1))
+    ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(p.temperature))
+    seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(4), "little")
+    ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain

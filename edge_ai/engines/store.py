@@ -1,0 +1,69 @@
+"""Persistent cache entries (diskcache over SQLite: each write is one transaction, never half-written).
+
+An entry carries its embedding, so a restart rebuilds the vector index without re-embedding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import diskcache
+import numpy as np
+
+
+@dataclass
+class Entry:
+    id: str  # exact key: scope + query
+    scope_key: str
+    scope: dict[str, Any]
+    query: str
+    answer: str
+    finish_reason: str
+    completion_tokens: int
+    max_tokens: int | None  # what the answer was asked with (a "length" answer only serves the same)
+    source: str  # "local" | "cloud" | "import"
+    vector: bytes = b""
+    created: float = field(default_factory=time.time)
+
+    def vec(self) -> np.ndarray:
+        return np.frombuffer(self.vector, dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Store:
+    def __init__(self, directory: str | Path, ttl: float | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ttl = ttl
+        # size_limit: the cache is the product's memory of good answers; never evict silently
+        self._db = diskcache.Cache(str(self.directory / "entries"), size_limit=2**62, eviction_policy="none")
+
+    def get(self, id_: str) -> Entry | None:
+        raw = self._db.get(id_)
+        return Entry(**raw) if raw is not None else None
+
+    def put(self, entry: Entry) -> None:
+        self._db.set(entry.id, entry.to_dict(), expire=self.ttl)
+
+    def delete(self, id_: str) -> bool:
+        return bool(self._db.delete(id_))
+
+    def __len__(self) -> int:
+        return len(self._db)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for key in self._db.iterkeys():
+            entry = self.get(key)  # an entry may expire between listing and reading
+            if entry is not None:
+                yield entry
+
+    def expire(self) -> int:
+        return int(self._db.expire())
+
+    def close(self) -> None:
+        self._db.close()

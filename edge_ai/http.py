@@ -1,0 +1,69 @@
+"""HTTP plumbing shared by the dialects: bounded body reading, validation errors, disconnect watching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Awaitable, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request as HttpRequest
+
+from edge_ai.errors import BadRequest, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+async def read_json(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
+        raise BadRequest(f"invalid '{loc}': {err['msg']}", param=loc or None) from None
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic puts union member names (`str`, `list[ContentPart]`, …) into error locations."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith("function-"))
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
+
+
+class ClientGone(Exception):
+    """The client closed the connection; its work was cancelled."""
+
+
+async def until_disconnect(request: HttpRequest, work: Awaitable[T], poll_s: float = 0.25) -> T:
+    """Await `work`, cancelling it if the client disconnects first (frees the model slot at once)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,54 @@
+"""The one answer policy every dialect goes through: semantic cache, then the local model."""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import numpy as np
+
+from edge_ai.cache import Hit, SemanticCache
+from edge_ai.engines.llm import Task
+from edge_ai.local_models import LocalModel, LocalModels
+from edge_ai.request import Final, Reply, Request
+
+log = logging.getLogger("edge_ai.policy")
+
+
+class AnswerPolicy:
+    def __init__(self, cache: SemanticCache, models: LocalModels, default_max_tokens: int) -> None:
+        self.cache = cache
+        self.models = models
+        self.default_max_tokens = default_max_tokens
+
+    async def answer(self, req: Request) -> Reply:
+        """Validate against the model first (so bad input never reaches the cache), then answer."""
+        model = self.models.get(req.model)
+        tokens = model.prompt_tokens(req)
+        params = model.sampling(req, len(tokens), self.default_max_tokens)
+        vector = None
+        if req.cache.read:
+            look = await self.cache.lookup(req)
+            vector = look.vector
+            if look.hit is not None:
+                return Reply("cache", self._cached(look.hit, len(tokens)), similarity=look.hit.similarity)
+        task = model.engine.submit(tokens, params)
+        return Reply("local", self._local(req, task, vector), cancel=task.cancel)
+
+    async def _cached(self, hit: Hit, prompt_tokens: int) -> AsyncIterator[str | Final]:
+        e = hit.entry
+        yield e.answer
+        yield Final(e.answer, e.finish_reason, prompt_tokens, e.completion_tokens)
+
+    async def _local(self, req: Request, task: Task, vector: np.ndarray | None) -> AsyncIterator[str | Final]:
+        async for event in task.stream():
+            if isinstance(event, Final) and req.cache.write:
+                # stored before the final event goes out; a client that left earlier stored nothing
+                try:
+                    await self.cache.put(req, event, "local", vector)
+                except Exception:
+                    log.exception("cache write failed; the answer is still served")
+            yield event
+
+    def local_model(self, name: str) -> LocalModel:
+        return self.models.get(name)

@@ -1,0 +1,112 @@
+"""The one internal request form every dialect is turned into, and the reply every dialect renders.
+
+A request splits into a *scope* (what must match exactly for a cached answer to be right: model,
+system prompt, earlier turns, answer-changing parameters, tenant) and a *query* (the final user turn),
+which is compared by meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Literal
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class CacheControl:
+    """From the `x-edge-cache` request header: `no-read`, `no-write`, `off`/`no-store` (both)."""
+
+    read: bool = True
+    write: bool = True
+
+    @classmethod
+    def from_header(cls, value: str | None) -> "CacheControl":
+        words = {w.strip().lower() for w in (value or "").split(",") if w.strip()}
+        off = bool(words & {"off", "no-store", "bypass"})
+        return cls(read=not (off or "no-read" in words), write=not (off or "no-write" in words))
+
+
+@dataclass
+class Request:
+    model: str  # the client's model name, echoed back and part of the scope
+    kind: Literal["chat", "completion"] = "chat"
+    system: str = ""
+    messages: tuple[Message, ...] = ()  # chat turns; the last one is the user's query
+    prompt: str = ""  # completion prompt (kind == "completion")
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    answer_params: dict[str, Any] = field(default_factory=dict)  # tools, response format… (scope only)
+    tenant: str = ""
+    cache: CacheControl = CacheControl()
+
+    @property
+    def query(self) -> str:
+        return self.prompt if self.kind == "completion" else self.messages[-1].content
+
+    def scope(self) -> dict[str, Any]:
+        """Everything but the query that decides what a right answer is."""
+        return {
+            "model": self.model,
+            "kind": self.kind,
+            "system": self.system,
+            "history": [[m.role, m.content] for m in self.messages[:-1]],
+            "stop": sorted(self.stop),
+            "params": self.answer_params,
+            "tenant": self.tenant,
+        }
+
+    def scope_key(self) -> str:
+        return _digest(json.dumps(self.scope(), sort_keys=True, ensure_ascii=False))
+
+    def exact_key(self) -> str:
+        """Key of an identical request: the exact-match path needs no embedding."""
+        return _digest(self.scope_key() + "\x00" + self.query)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class Final:
+    """The end of an answer, whatever produced it."""
+
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Reply:
+    """An answer on its way: where it comes from is known before the first byte is sent."""
+
+    source: Literal["cache", "local", "cloud"]
+    events: AsyncIterator[str | Final]  # text deltas, then exactly one Final
+    similarity: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    cancel: Callable[[], None] = lambda: None  # stop producing (a reply that will never be read)
+
+    def response_headers(self) -> dict[str, str]:
+        h = {"x-edge-source": self.source, **self.headers}
+        if self.similarity is not None:
+            h["x-edge-similarity"] = f"{self.similarity:.4f}"
+        return h
+
+    async def collect(self) -> Final:
+        async for event in self.events:
+            if isinstance(event, Final):
+                return event
+        raise RuntimeError("answer ended without a final event")

@@ -1,0 +1,85 @@
+"""Fixtures: the real edge-ai server (uvicorn in a subprocess on a free port) with the real models."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running `edge-ai serve`; `restart()` stops and starts it on the same cache directory."""
+
+    def __init__(self, cache_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.args = args
+        self.env = {**os.environ, "EDGE_AI_N_SLOTS": "4", "EDGE_AI_N_CTX_SLOT": "1024", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log = cache_dir.parent / f"server-{cache_dir.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Server":
+        self.port = self.port or free_port()  # a restart keeps the port, so clients keep working
+        cmd = [sys.executable, "-m", "edge_ai", "serve", "--port", str(self.port), "--cache-dir", str(self.cache_dir), *self.args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready in time:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def status(self) -> dict:
+        return httpx.get(self.url + "/readyz", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("edge") / "cache").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: Server):
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="test-key", max_retries=0, timeout=120)
