@@ -67,7 +67,7 @@ class Runtime:
         if self.error:
             body["error"] = self.error
         if self.models is not None:
-            body["models"] = {m.name: m.engine.load() for m in {id(m): m for m in [self.models.default, *self.models.aliases.values()]}.values()}
+            body["models"] = {m.name: m.engine.load() for m in self.models.all()}
         if self.cache is not None:
             body["cache"] = self.cache.stats()
         return body
@@ -82,7 +82,7 @@ class Runtime:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from edge_ai import routes_openai
+    from edge_ai import routes
 
     runtime = Runtime(settings)
 
@@ -104,5 +104,5 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz() -> JSONResponse:
         return JSONResponse(runtime.status(), status_code=200 if runtime.ready else 503)
 
-    app.include_router(routes_openai.router(runtime))
+    app.include_router(routes.router(runtime))
     return app

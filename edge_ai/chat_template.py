@@ -23,7 +23,7 @@ class Tokenizer(Protocol):
     def token_text(self, token: int) -> str: ...
 
 
-def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message]) -> list[int]:
+def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "") -> list[int]:
     """<bos><start_of_turn>user\\n{system}\\n\\n{text}<end_of_turn>\\n<start_of_turn>model\\n ...
 
     Gemma has no system role: the system prompt opens the first user turn.
@@ -44,7 +44,7 @@ def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message]) -> li
         tokens += tok.tokenize(text)
         tokens += tok.tokenize("<end_of_turn>\n", special=True)
     tokens += tok.tokenize("<start_of_turn>model\n", special=True)
-    return tokens
+    return tokens + (tok.tokenize(prefill) if prefill else [])
 
 
 class JinjaTemplate:
@@ -56,14 +56,15 @@ class JinjaTemplate:
         self._template = env.from_string(source)
         self._bos, self._eos = bos, eos
 
-    def prompt(self, tok: Tokenizer, system: str, messages: Sequence[Message]) -> list[int]:
+    def prompt(self, tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "") -> list[int]:
         msgs = ([{"role": "system", "content": system}] if system else []) + [
             {"role": m.role, "content": m.content} for m in messages
         ]
         text = self._template.render(
             messages=msgs, bos_token=self._bos, eos_token=self._eos, add_generation_prompt=True
         )
-        return tok.tokenize(text, add_bos=not text.startswith(self._bos), special=True)
+        tokens = tok.tokenize(text, add_bos=not text.startswith(self._bos), special=True)
+        return tokens + (tok.tokenize(prefill) if prefill else [])
 
 
 def _raise(message: str) -> None:

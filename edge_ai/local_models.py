@@ -25,15 +25,18 @@ class LocalModel:
         if req.kind == "completion":
             return self.engine.tokenize(req.prompt, add_bos=True)
         if self._template is not None:
-            return self._template.prompt(self.engine, req.system, req.messages)
-        return gemma_prompt(self.engine, req.system, req.messages)
+            return self._template.prompt(self.engine, req.system, req.messages, req.prefill)
+        return gemma_prompt(self.engine, req.system, req.messages, req.prefill)
 
     def sampling(self, req: Request, n_prompt: int, default_max_tokens: int) -> SamplingParams:
         room = self.engine.n_ctx_slot - n_prompt
-        if req.max_tokens is not None and req.max_tokens > room:
+        max_tokens = req.max_tokens
+        if max_tokens is not None and req.clamp_max_tokens:
+            max_tokens = min(max_tokens, room)
+        if max_tokens is not None and max_tokens > room:
             raise ContextOverflow(
                 f"this model's context is {self.engine.n_ctx_slot} tokens; the prompt uses {n_prompt}, "
-                f"so max_tokens can be at most {max(room, 0)} (got {req.max_tokens})"
+                f"so max_tokens can be at most {max(room, 0)} (got {max_tokens})"
             )
         if room < 1:
             raise ContextOverflow(f"the prompt ({n_prompt} tokens) fills this model's context")
@@ -42,7 +45,7 @@ class LocalModel:
             top_p=1.0 if req.top_p is None else req.top_p,
             top_k=req.top_k or 0,
             seed=req.seed,
-            max_tokens=req.max_tokens if req.max_tokens is not None else min(default_max_tokens, room),
+            max_tokens=max_tokens if max_tokens is not None else min(default_max_tokens, room),
             stop=req.stop,
         )
 
@@ -82,6 +85,9 @@ class LocalModels:
 
     def names(self) -> list[str]:
         return list(self.aliases) if self.strict else [self.default.name, *self.aliases]
+
+    def all(self) -> list[LocalModel]:
+        return list(self._by_path.values())
 
     def close(self) -> None:
         for model in self._by_path.values():

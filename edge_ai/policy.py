@@ -9,7 +9,7 @@ import numpy as np
 
 from edge_ai.cache import Hit, SemanticCache
 from edge_ai.engines.llm import Task
-from edge_ai.local_models import LocalModel, LocalModels
+from edge_ai.local_models import LocalModels
 from edge_ai.request import Final, Reply, Request
 
 log = logging.getLogger("edge_ai.policy")
@@ -31,9 +31,10 @@ class AnswerPolicy:
             look = await self.cache.lookup(req)
             vector = look.vector
             if look.hit is not None:
-                return Reply("cache", self._cached(look.hit, len(tokens)), similarity=look.hit.similarity)
+                hit = look.hit
+                return Reply("cache", self._cached(hit, len(tokens)), len(tokens), similarity=hit.similarity)
         task = model.engine.submit(tokens, params)
-        return Reply("local", self._local(req, task, vector), cancel=task.cancel)
+        return Reply("local", self._local(req, task, vector), len(tokens), cancel=task.cancel)
 
     async def _cached(self, hit: Hit, prompt_tokens: int) -> AsyncIterator[str | Final]:
         e = hit.entry
@@ -50,5 +51,5 @@ class AnswerPolicy:
                     log.exception("cache write failed; the answer is still served")
             yield event
 
-    def local_model(self, name: str) -> LocalModel:
-        return self.models.get(name)
+    def count_tokens(self, req: Request) -> int:
+        return len(self.models.get(req.model).prompt_tokens(req))

@@ -40,7 +40,9 @@ class Request:
     system: str = ""
     messages: tuple[Message, ...] = ()  # chat turns; the last one is the user's query
     prompt: str = ""  # completion prompt (kind == "completion")
+    prefill: str = ""  # the start of the answer, given by the client (Anthropic assistant prefill)
     max_tokens: int | None = None
+    clamp_max_tokens: bool = False  # max_tokens is only a ceiling (Anthropic): fit it to the context
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -62,6 +64,7 @@ class Request:
             "kind": self.kind,
             "system": self.system,
             "history": [[m.role, m.content] for m in self.messages[:-1]],
+            "prefill": self.prefill,
             "stop": sorted(self.stop),
             "params": self.answer_params,
             "tenant": self.tenant,
@@ -87,6 +90,7 @@ class Final:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    stop_sequence: str | None = None  # which stop string ended it, if one did
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Reply:
 
     source: Literal["cache", "local", "cloud"]
     events: AsyncIterator[str | Final]  # text deltas, then exactly one Final
+    prompt_tokens: int = 0
     similarity: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     cancel: Callable[[], None] = lambda: None  # stop producing (a reply that will never be read)

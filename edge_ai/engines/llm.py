@@ -99,6 +99,7 @@ class StopMatcher:
         self.stops = tuple(s for s in stops if s)
         self.text = ""
         self.sent = 0
+        self.matched: str | None = None
 
     def feed(self, piece: str) -> tuple[str, bool]:
         """Add generated text; return (text safe to emit now, stopped)."""
@@ -106,8 +107,9 @@ class StopMatcher:
         self.text += piece
         if not self.stops:
             return self._emit(len(self.text)), False
-        cut = min((i for i in (self.text.find(s, start) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self.stops if (i := self.text.find(s, start)) >= 0]
+        if found:
+            cut, self.matched = min(found)
             self.text = self.text[:cut]
             return self._emit(cut), True
         hold = 0
@@ -441,7 +443,7 @@ class LLMEngine:
             tail = matcher.flush()
             if tail:
                 task.emit(tail)
-        task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated))
+        task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated, matcher.matched))
         self._release(slot)
 
     def _release(self, slot: Slot, error: BaseException | None = None) -> None:

@@ -1,0 +1,211 @@
+"""Anthropic Messages wire format: request schemas -> internal Request, Reply -> messages and SSE events.
+
+What the local model cannot honour is handled, not crashed on: offered tools are kept in the cache scope
+and the model answers in text (as if it chose not to call one); a forced tool call (`tool_choice` any/tool)
+is a 400; `max_tokens` is a ceiling, cut to what fits the local context; `thinking` is accepted and no thinking block is produced; tool_use / tool_result / thinking
+blocks in the history are shown to the model as text (thinking is dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, AsyncIterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_ai.errors import BadRequest, EdgeError, Overloaded
+from edge_ai.request import CacheControl, Final, Message, Request
+
+# ---- errors ---------------------------------------------------------------------------------
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": _TYPES.get(status, "api_error"), "message": message}}
+
+
+def render_error(exc: EdgeError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    # Anthropic clients retry 529 overloaded_error; a busy or still-loading server is exactly that
+    if isinstance(exc, Overloaded) or exc.status == 503:
+        return 529, error_body(529, exc.message), {"retry-after": str(getattr(exc, "retry_after", 1))}
+    return exc.status, error_body(exc.status, exc.message), {}
+
+
+# ---- request schemas --------------------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Block(_Wire):
+    type: str
+    text: str | None = None
+
+
+class AnthropicMessage(_Wire):
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(_Wire):
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[Block] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+    def to_request(self, cache: CacheControl, tenant: str) -> Request:
+        choice = (self.tool_choice or {}).get("type", "auto")
+        if self.tools and choice in ("any", "tool"):
+            raise BadRequest("the local model cannot be made to call a tool (tool_choice any/tool)")
+        turns = _merge([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages)])
+        prefill = ""
+        if turns and turns[-1].role == "assistant":  # assistant prefill: the answer continues from it
+            prefill = turns.pop().content.rstrip()
+        if not turns or turns[-1].role != "user":
+            raise BadRequest("messages: the conversation must contain a user turn before the answer")
+        if not turns[-1].content.strip():
+            raise BadRequest("messages: the last user message is empty")
+        system = self.system if isinstance(self.system, str) else "\n\n".join(b.text or "" for b in self.system or [])
+        params = {k: v for k, v in {"tools": self.tools, "tool_choice": self.tool_choice}.items() if v}
+        return Request(
+            model=self.model,
+            kind="chat",
+            system=system,
+            messages=tuple(turns),
+            prefill=prefill,
+            max_tokens=self.max_tokens,
+            clamp_max_tokens=True,  # clients send 8k-64k as a ceiling; the local context decides
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            stop=tuple(self.stop_sequences or ()),
+            stream=self.stream,
+            answer_params=params,
+            tenant=tenant,
+            cache=cache,
+        )
+
+
+class CountTokensRequest(MessagesRequest):
+    max_tokens: int = 1  # not part of count_tokens requests
+
+
+def _content(content: str | list[dict[str, Any]], i: int) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            parts.append(f"[called tool {block.get('name', '?')} with {json.dumps(block.get('input', {}))}]")
+        elif kind == "tool_result":
+            inner = block.get("content", "")
+            inner = inner if isinstance(inner, str) else _content(inner, i)
+            parts.append(f"[tool result]\n{inner}")
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # the local model's answer does not depend on another model's reasoning
+        else:
+            raise BadRequest(f"messages.{i}.content: block type '{kind}' is not supported by the local model")
+    return "\n".join(parts)
+
+
+def _merge(turns: list[Message]) -> list[Message]:
+    merged: list[Message] = []
+    for t in turns:
+        if merged and merged[-1].role == t.role:
+            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
+        else:
+            merged.append(t)
+    return merged
+
+
+# ---- responses ----------------------------------------------------------------------------------
+
+
+def _stop_reason(f: Final) -> str:
+    if f.finish_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if f.stop_sequence else "end_turn"
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+def new_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+def message_response(model: str, final: Final) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": final.text}],
+        "stop_reason": _stop_reason(final),
+        "stop_sequence": final.stop_sequence,
+        "usage": _usage(final.prompt_tokens, final.completion_tokens),
+    }
+
+
+async def message_stream(model: str, events: AsyncIterator[str | Final], input_tokens: int) -> AsyncIterator[str]:
+    """message_start, content_block_start, ping, content_block_delta…, content_block_stop, message_delta, message_stop."""
+    start = {
+        "id": new_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _usage(input_tokens, 1),
+    }
+    yield _sse("message_start", {"type": "message_start", "message": start})
+    yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    yield _sse("ping", {"type": "ping"})
+    async for event in events:
+        if isinstance(event, Final):
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            delta = {"stop_reason": _stop_reason(event), "stop_sequence": event.stop_sequence}
+            yield _sse("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": event.completion_tokens}})
+            yield _sse("message_stop", {"type": "message_stop"})
+        elif event:
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": event}})
+
+
+def stream_error(exc: EdgeError) -> str:
+    _, body, _ = render_error(exc)
+    return _sse("error", body)
+
+
+def _sse(event: str, body: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n"

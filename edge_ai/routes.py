@@ -1,0 +1,170 @@
+"""HTTP routes of both dialects. Each route: parse the wire body into the internal Request, ask the one
+answer policy, render the Reply in the dialect it came in. Errors leave in that dialect's envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import Request as HttpRequest
+
+from edge_ai.dialects import anthropic as an
+from edge_ai.dialects import openai as oa
+from edge_ai.errors import BadRequest, EdgeError
+from edge_ai.http import ClientGone, parse, read_json, until_disconnect
+from edge_ai.request import CacheControl, Final, Reply, Request
+
+if TYPE_CHECKING:
+    from edge_ai.app import Runtime
+
+
+class Dialect(Protocol):
+    def render_error(self, exc: EdgeError) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+
+    def stream_error(self, exc: EdgeError) -> str: ...
+
+
+async def _guarded(dialect: Dialect, work: Callable[[], Awaitable[Response]]) -> Response:
+    try:
+        return await work()
+    except EdgeError as exc:
+        status, body, headers = dialect.render_error(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
+    except ClientGone:
+        return Response(status_code=499)  # nobody is listening; the work was cancelled
+
+
+async def _in_band_errors(dialect: Dialect, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """After the first byte an error can only be reported inside the stream."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except EdgeError as exc:
+        yield dialect.stream_error(exc)
+
+
+def _respond(
+    http: HttpRequest,
+    dialect: Dialect,
+    reply: Reply,
+    stream: AsyncIterator[str] | None,
+    render: Callable[[Final], dict[str, Any]],
+) -> Awaitable[Response]:
+    async def go() -> Response:
+        if stream is not None:
+            body = _in_band_errors(dialect, stream)
+            return StreamingResponse(body, media_type="text/event-stream", headers=reply.response_headers())
+        final = await until_disconnect(http, reply.collect())
+        return JSONResponse(render(final), headers=reply.response_headers())
+
+    return go()
+
+
+def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
+    return CacheControl.from_header(http.headers.get("x-edge-cache")), http.headers.get("x-edge-tenant", "")
+
+
+def router(runtime: "Runtime") -> APIRouter:
+    r = APIRouter()
+    max_body = runtime.settings.max_body_bytes
+
+    async def answer(req: Request) -> Reply:
+        return await runtime.require().answer(req)
+
+    # ---- OpenAI ----------------------------------------------------------------------------
+
+    @r.get("/v1/models")
+    async def list_models() -> Response:
+        async def work() -> Response:
+            now = int(time.time())
+            names = runtime.require().models.names()
+            return JSONResponse({"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "edge-ai"} for n in names]})
+
+        return await _guarded(oa, work)
+
+    @r.post("/v1/chat/completions")
+    async def chat_completions(http: HttpRequest) -> Response:
+        async def work() -> Response:
+            body = parse(oa.ChatCompletionRequest, await read_json(http, max_body))
+            reply = await answer(body.to_request(*_client_opts(http)))
+            usage = bool(body.stream_options and body.stream_options.include_usage)
+            stream = oa.chat_stream(body.model, reply.events, usage) if body.stream else None
+            return await _respond(http, oa, reply, stream, lambda f: oa.chat_response(body.model, f))
+
+        return await _guarded(oa, work)
+
+    @r.post("/v1/completions")
+    async def completions(http: HttpRequest) -> Response:
+        async def work() -> Response:
+            body = parse(oa.CompletionRequest, await read_json(http, max_body))
+            cache, tenant = _client_opts(http)
+            replies: list[Reply] = []
+            try:
+                for prompt in body.prompts():
+                    replies.append(await answer(body.to_request(prompt, cache, tenant)))
+            except EdgeError:
+                for done in replies:  # one prompt refused: free the others' slots too
+                    done.cancel()
+                raise
+            usage = bool(body.stream_options and body.stream_options.include_usage)
+            if body.stream:
+                stream = oa.completion_stream(body.model, replies[0].events, usage)
+                return await _respond(http, oa, replies[0], stream, lambda f: {})
+            finals: list[Final] = await until_disconnect(http, asyncio.gather(*(x.collect() for x in replies)))
+            headers = {"x-edge-source": ",".join(x.source for x in replies)}
+            if len(replies) == 1:
+                headers = replies[0].response_headers()
+            return JSONResponse(oa.completion_response(body.model, finals), headers=headers)
+
+        return await _guarded(oa, work)
+
+    @r.post("/v1/embeddings")
+    async def embeddings(http: HttpRequest) -> Response:
+        async def work() -> Response:
+            runtime.require()
+            embedder = runtime.embedder
+            assert embedder is not None
+            body = parse(oa.EmbeddingRequest, await read_json(http, max_body))
+            texts = body.texts()
+            if body.dimensions not in (None, embedder.dim):
+                raise BadRequest(f"this embedder makes {embedder.dim}-dimensional vectors", param="dimensions")
+            vectors = await embedder.embed(texts)
+            n = embedder.count_tokens(texts)
+            data = [{"object": "embedding", "index": i, "embedding": _vector(v, body.encoding_format)} for i, v in enumerate(vectors)]
+            return JSONResponse({"object": "list", "data": data, "model": body.model, "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+        return await _guarded(oa, work)
+
+    # ---- Anthropic -------------------------------------------------------------------------
+
+    @r.post("/v1/messages")
+    async def messages(http: HttpRequest) -> Response:
+        async def work() -> Response:
+            body = parse(an.MessagesRequest, await read_json(http, max_body))
+            reply = await answer(body.to_request(*_client_opts(http)))
+            stream = an.message_stream(body.model, reply.events, reply.prompt_tokens) if body.stream else None
+            return await _respond(http, an, reply, stream, lambda f: an.message_response(body.model, f))
+
+        return await _guarded(an, work)
+
+    @r.post("/v1/messages/count_tokens")
+    async def count_tokens(http: HttpRequest) -> Response:
+        async def work() -> Response:
+            body = parse(an.CountTokensRequest, await read_json(http, max_body))
+            req = body.to_request(CacheControl(read=False, write=False), "")
+            return JSONResponse({"input_tokens": runtime.require().count_tokens(req)})
+
+        return await _guarded(an, work)
+
+    return r
+
+
+def _vector(v: np.ndarray, fmt: str) -> Any:
+    if fmt == "base64":
+        return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()
+    return v.tolist()
