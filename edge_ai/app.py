@@ -15,6 +15,7 @@ from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
 from edge_ai.engines.embedder import Embedder
 from edge_ai.errors import EdgeError
+from edge_ai.gateway import Gateway
 from edge_ai.local_models import LocalModels
 from edge_ai.model_files import resolve_embedder
 from edge_ai.policy import AnswerPolicy
@@ -36,6 +37,7 @@ class Runtime:
         self.models: LocalModels | None = None
         self.cache: SemanticCache | None = None
         self.policy: AnswerPolicy | None = None
+        self.gateway: Gateway | None = None
         self.error: str | None = None
         self.loaded = threading.Event()
 
@@ -46,6 +48,8 @@ class Runtime:
             self.cache = SemanticCache.open(s.cache_dir, self.embedder, s.cache_threshold, s.cache_ttl)
             self.models = LocalModels(s)
             self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens)
+            if s.upstreams:
+                self.gateway = Gateway(s, self.policy, self.cache)
             log.info("edge-ai ready: model %s, cache %s", self.models.default.engine.path, s.cache_dir)
         except Exception as exc:
             log.exception("loading failed")
@@ -70,6 +74,9 @@ class Runtime:
             body["models"] = {m.name: m.engine.load() for m in self.models.all()}
         if self.cache is not None:
             body["cache"] = self.cache.stats()
+        if self.gateway is not None:
+            body["upstreams"] = self.gateway.status()
+            body["gateway"] = self.gateway.counts
         return body
 
     def close(self) -> None:
@@ -91,6 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
         loader = asyncio.get_running_loop().run_in_executor(None, runtime.load)
         yield
         await loader
+        if runtime.gateway is not None:
+            await runtime.gateway.close()
         runtime.close()
 
     app = FastAPI(title="edge-ai", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 ENV_PREFIX = "EDGE_AI_"
 CONFIG_ENV = "EDGE_AI_CONFIG"
+
+
+class UpstreamConfig(BaseModel):
+    """A cloud API that gateway mode forwards to. Requests go only to upstreams of their own dialect."""
+
+    name: str
+    dialect: Literal["anthropic", "openai"]
+    base_url: str
+    api_key: str = Field("", description="sent upstream; empty = pass the client's own key through")
+    model_map: dict[str, str] = Field(default_factory=dict, description="client model name -> upstream model name")
+    connect_timeout: float = Field(3.0, gt=0)
+    first_byte_timeout: float = Field(60.0, gt=0, description="headers, and each later read of a stream")
+    total_timeout: float = Field(600.0, gt=0)
+    max_retry_after: float = Field(2.0, ge=0, description="a 429 asking to wait longer than this falls back at once")
 
 
 class Settings(BaseSettings):
@@ -41,6 +55,11 @@ class Settings(BaseSettings):
     cache_dir: str = Field("cache", description="on-disk cache directory")
     cache_threshold: float = Field(0.90, ge=0.0, le=1.0, description="cosine similarity for a semantic hit")
     cache_ttl: float | None = Field(None, gt=0, description="seconds an entry lives (unset = forever)")
+
+    # Gateway mode: forward to these clouds (in priority order), fall back locally when they fail.
+    upstreams: list[UpstreamConfig] = Field(default_factory=list, description="cloud APIs to front")
+    breaker_failures: int = Field(3, ge=1, description="consecutive failures that open an upstream's breaker")
+    breaker_cooldown: float = Field(30.0, gt=0, description="seconds an open breaker waits before a probe")
 
     # HTTP.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted request body")

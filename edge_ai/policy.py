@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import AsyncIterator
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from edge_ai.cache import Hit, SemanticCache
 from edge_ai.engines.llm import Task
 from edge_ai.local_models import LocalModels
-from edge_ai.request import Final, Reply, Request
+from edge_ai.request import CacheControl, Final, Reply, Request
 
 log = logging.getLogger("edge_ai.policy")
 
@@ -50,6 +51,23 @@ class AnswerPolicy:
                 except Exception:
                     log.exception("cache write failed; the answer is still served")
             yield event
+
+    def continue_locally(self, req: Request, answer_so_far: str) -> Reply:
+        """Finish an answer another model started (a cloud stream that broke): the local model
+        continues from the text already sent. Nothing is cached: the answer is neither's alone."""
+        model = self.models.get(req.model)
+        spent = len(model.engine.tokenize(answer_so_far)) if answer_so_far else 0
+        limit = (req.max_tokens or self.default_max_tokens) - spent
+        cont = replace(
+            req,
+            prefill=req.prefill + answer_so_far,
+            max_tokens=max(limit, 1),
+            clamp_max_tokens=True,
+            cache=CacheControl(read=False, write=False),
+        )
+        tokens = model.prompt_tokens(cont)
+        task = model.engine.submit(tokens, model.sampling(cont, len(tokens), self.default_max_tokens))
+        return Reply("local", self._local(cont, task, None), len(tokens), cancel=task.cancel)
 
     def count_tokens(self, req: Request) -> int:
         return len(self.models.get(req.model).prompt_tokens(req))

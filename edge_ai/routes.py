@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import numpy as np
 from fastapi import APIRouter
@@ -21,6 +21,9 @@ from edge_ai.request import CacheControl, Final, Reply, Request
 
 if TYPE_CHECKING:
     from edge_ai.app import Runtime
+
+
+B = TypeVar("B")
 
 
 class Dialect(Protocol):
@@ -76,6 +79,26 @@ def router(runtime: "Runtime") -> APIRouter:
     async def answer(req: Request) -> Reply:
         return await runtime.require().answer(req)
 
+    async def generate(http: HttpRequest, dialect: str, data: dict[str, Any], build: Callable[[], tuple[B, Request]]) -> Response | tuple[B, Reply]:
+        """Cloud first when gateway mode fronts this dialect, else (or on failure) the local answer policy."""
+        policy = runtime.require()
+        gateway = runtime.gateway
+        if gateway is None or not gateway.serves(dialect):
+            body, req = build()
+            return body, await policy.answer(req)
+        try:  # a body the local path cannot take may still be fine for the cloud
+            body, req, problem = *build(), None
+        except EdgeError as exc:
+            body, req, problem = None, None, exc
+        result = await gateway.forward(dialect, data, req, dict(http.headers))
+        if isinstance(result, Response):
+            return result
+        if problem is not None or req is None:
+            raise problem or EdgeError("the cloud failed and the request cannot be answered locally")
+        reply = await policy.answer(req)
+        reply.headers["x-edge-fallback"] = result.reason
+        return body, reply
+
     # ---- OpenAI ----------------------------------------------------------------------------
 
     @r.get("/v1/models")
@@ -90,8 +113,16 @@ def router(runtime: "Runtime") -> APIRouter:
     @r.post("/v1/chat/completions")
     async def chat_completions(http: HttpRequest) -> Response:
         async def work() -> Response:
-            body = parse(oa.ChatCompletionRequest, await read_json(http, max_body))
-            reply = await answer(body.to_request(*_client_opts(http)))
+            data = await read_json(http, max_body)
+
+            def build() -> tuple[oa.ChatCompletionRequest, Request]:
+                body = parse(oa.ChatCompletionRequest, data)
+                return body, body.to_request(*_client_opts(http))
+
+            result = await generate(http, "openai", data, build)
+            if isinstance(result, Response):
+                return result
+            body, reply = result
             usage = bool(body.stream_options and body.stream_options.include_usage)
             stream = oa.chat_stream(body.model, reply.events, usage) if body.stream else None
             return await _respond(http, oa, reply, stream, lambda f: oa.chat_response(body.model, f))
@@ -145,8 +176,16 @@ def router(runtime: "Runtime") -> APIRouter:
     @r.post("/v1/messages")
     async def messages(http: HttpRequest) -> Response:
         async def work() -> Response:
-            body = parse(an.MessagesRequest, await read_json(http, max_body))
-            reply = await answer(body.to_request(*_client_opts(http)))
+            data = await read_json(http, max_body)
+
+            def build() -> tuple[an.MessagesRequest, Request]:
+                body = parse(an.MessagesRequest, data)
+                return body, body.to_request(*_client_opts(http))
+
+            result = await generate(http, "anthropic", data, build)
+            if isinstance(result, Response):
+                return result
+            body, reply = result
             stream = an.message_stream(body.model, reply.events, reply.prompt_tokens) if body.stream else None
             return await _respond(http, an, reply, stream, lambda f: an.message_response(body.model, f))
 

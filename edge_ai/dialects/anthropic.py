@@ -209,3 +209,98 @@ def stream_error(exc: EdgeError) -> str:
 
 def _sse(event: str, body: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+# ---- gateway: reading cloud answers -----------------------------------------------------------
+
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def parse_response(body: dict[str, Any]) -> Final | None:
+    """A cloud message as a Final for the cache; None when it is not a plain text answer (tool use).
+    Raises ValueError when the body is not an Anthropic message at all."""
+    if body.get("type") != "message" or not isinstance(body.get("content"), list):
+        raise ValueError("not an Anthropic message")
+    if any(b.get("type") != "text" for b in body["content"]) or body.get("stop_reason") not in _FINISH:
+        return None
+    usage = body.get("usage") or {}
+    text = "".join(b.get("text", "") for b in body["content"])
+    return Final(text, _FINISH[body["stop_reason"]], int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)), body.get("stop_sequence"))
+
+
+class RelayState:
+    """Follows a relayed cloud stream, so that if it breaks the answer can be finished locally."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.started = False
+        self.open: tuple[int, str] | None = None  # (index, type) of the open content block
+        self.next_index = 0
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.tool_use = False
+        self.done = False
+        self.model = ""
+
+    def observe(self, event: str, data: str) -> None:
+        body = json.loads(data)
+        kind = body.get("type", event)
+        if kind == "error":
+            raise ValueError(f"error event: {body.get('error', {}).get('type', 'unknown')}")
+        if kind == "message_start":
+            self.started = True
+            msg = body.get("message", {})
+            self.model = msg.get("model", "")
+            self.input_tokens = int((msg.get("usage") or {}).get("input_tokens", 0))
+        elif kind == "content_block_start":
+            block = body.get("content_block", {})
+            self.open = (int(body.get("index", self.next_index)), block.get("type", "text"))
+            self.next_index = self.open[0] + 1
+            self.tool_use |= block.get("type") == "tool_use"
+            self.text += block.get("text", "") if block.get("type") == "text" else ""
+        elif kind == "content_block_delta":
+            delta = body.get("delta", {})
+            if delta.get("type") == "text_delta":
+                self.text += delta.get("text", "")
+        elif kind == "content_block_stop":
+            self.open = None
+        elif kind == "message_delta":
+            self.stop_reason = body.get("delta", {}).get("stop_reason")
+            self.stop_sequence = body.get("delta", {}).get("stop_sequence")
+            self.output_tokens = int((body.get("usage") or {}).get("output_tokens", self.output_tokens))
+        elif kind == "message_stop":
+            self.done = True
+
+    def final(self) -> Final | None:
+        if not self.done or self.tool_use or self.stop_reason not in _FINISH:
+            return None
+        return Final(self.text, _FINISH[self.stop_reason], self.input_tokens, self.output_tokens, self.stop_sequence)
+
+    async def finish_with(self, model: str, events: AsyncIterator[str | Final]) -> AsyncIterator[str]:
+        """The rest of a broken stream, well formed: close what is open, continue in a text block, stop once."""
+        if self.stop_reason is not None:  # the answer was complete; only the closing event was lost
+            yield _sse("message_stop", {"type": "message_stop"})
+            return
+        if not self.started:
+            start = {"id": new_id(), "type": "message", "role": "assistant", "model": model, "content": [],
+                     "stop_reason": None, "stop_sequence": None, "usage": _usage(self.input_tokens, 1)}
+            yield _sse("message_start", {"type": "message_start", "message": start})
+        if self.open is not None and self.open[1] != "text":
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": self.open[0]})
+            self.open = None
+        if self.open is None:
+            index = self.next_index
+            yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+        else:
+            index = self.open[0]
+        async for event in events:
+            if isinstance(event, Final):
+                yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                delta = {"stop_reason": _stop_reason(event), "stop_sequence": event.stop_sequence}
+                usage = {"output_tokens": self.output_tokens + event.completion_tokens}
+                yield _sse("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+                yield _sse("message_stop", {"type": "message_stop"})
+            elif event:
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": event}})

@@ -290,3 +290,67 @@ def stream_error(exc: EdgeError) -> str:
 
 def _sse(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+# ---- gateway: reading cloud answers -----------------------------------------------------------
+
+
+def parse_response(body: dict[str, Any]) -> Final | None:
+    """A cloud chat completion as a Final for the cache; None when it is not a plain text answer.
+    Raises ValueError when the body is not a chat completion at all."""
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0].get("message"), dict):
+        raise ValueError("not a chat completion")
+    msg, finish = choices[0]["message"], choices[0].get("finish_reason")
+    if msg.get("tool_calls") or not isinstance(msg.get("content"), str) or finish not in ("stop", "length"):
+        return None
+    usage = body.get("usage") or {}
+    return Final(msg["content"], finish, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+
+
+class RelayState:
+    """Follows a relayed cloud stream, so that if it breaks the answer can be finished locally."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.id = new_id("chatcmpl")
+        self.model = ""
+        self.created = int(time.time())
+        self.finish: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tool_use = False
+        self.done = False
+
+    def observe(self, event: str, data: str) -> None:
+        if data == "[DONE]":
+            self.done = True
+            return
+        body = json.loads(data)
+        if "error" in body:
+            raise ValueError(f"error event: {body['error']}")
+        self.id, self.model, self.created = body.get("id", self.id), body.get("model", self.model), body.get("created", self.created)
+        for choice in body.get("choices") or []:
+            delta = choice.get("delta") or {}
+            self.text += delta.get("content") or ""
+            self.tool_use |= bool(delta.get("tool_calls"))
+            self.finish = choice.get("finish_reason") or self.finish
+        if body.get("usage"):
+            self.prompt_tokens = int(body["usage"].get("prompt_tokens", 0))
+            self.completion_tokens = int(body["usage"].get("completion_tokens", 0))
+
+    def final(self) -> Final | None:
+        if not self.done or self.tool_use or self.finish not in ("stop", "length"):
+            return None
+        return Final(self.text, self.finish, self.prompt_tokens, self.completion_tokens)
+
+    async def finish_with(self, model: str, events: AsyncIterator[str | Final]) -> AsyncIterator[str]:
+        """The rest of a broken stream, well formed: more content chunks, one finish chunk, [DONE]."""
+        if self.finish is None:
+            base = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model or model}
+            async for event in events:
+                finish = event.finish_reason if isinstance(event, Final) else None
+                delta = {} if isinstance(event, Final) else {"content": event}
+                if finish or event:
+                    yield _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        yield "data: [DONE]\n\n"

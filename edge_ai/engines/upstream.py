@@ -1,0 +1,237 @@
+"""One cloud API: forwarding with separate connect / first-byte / total timeouts, and a circuit breaker.
+
+Every way an outage shows itself becomes an `UpstreamFailure` with a short reason; the caller decides
+what to do with it (next upstream, then the local path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx
+
+from edge_ai.config import UpstreamConfig
+
+log = logging.getLogger("edge_ai.upstream")
+
+RETRYABLE = {429, 500, 502, 503, 504, 529}
+PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+PASS_HEADERS = ("anthropic-version", "anthropic-beta", "openai-organization", "openai-project")
+
+
+class UpstreamFailure(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Breaker:
+    """closed -> (N consecutive failures) -> open -> (cooldown) -> half-open: one probe -> closed | open."""
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.threshold, self.cooldown = failures, cooldown
+        self.state = "closed"
+        self.failures = 0
+        self.opened_at = 0.0
+        self.last_error: str | None = None
+        self._probing = False
+
+    def allow(self) -> bool:
+        if self.state == "closed":
+            return True
+        if self.state == "open" and time.monotonic() - self.opened_at >= self.cooldown:
+            self.state = "half_open"
+        if self.state == "half_open" and not self._probing:
+            self._probing = True  # exactly one request probes; the rest go local without waiting
+            return True
+        return False
+
+    def success(self) -> None:
+        if self.state != "closed":
+            log.info("upstream recovered: breaker closed")
+        self.state, self.failures, self._probing = "closed", 0, False
+
+    def failure(self, reason: str) -> None:
+        self.failures += 1
+        self.last_error = reason
+        self._probing = False
+        if self.state == "half_open" or self.failures >= self.threshold:
+            if self.state != "open":
+                log.warning("upstream breaker open after %d failures: %s", self.failures, reason)
+            self.state, self.opened_at = "open", time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "consecutive_failures": self.failures, "last_error": self.last_error}
+
+
+@dataclass
+class StreamEvent:
+    """One server-sent event: `event` is empty for OpenAI streams; `raw` is what is relayed verbatim."""
+
+    event: str
+    data: str
+
+    @property
+    def raw(self) -> str:
+        return (f"event: {self.event}\n" if self.event else "") + f"data: {self.data}\n\n"
+
+
+class Upstream:
+    def __init__(self, cfg: UpstreamConfig, breaker: Breaker) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.dialect = cfg.dialect
+        self.breaker = breaker
+        timeout = httpx.Timeout(connect=cfg.connect_timeout, read=cfg.first_byte_timeout, write=cfg.connect_timeout, pool=cfg.connect_timeout)
+        self._client = httpx.AsyncClient(base_url=cfg.base_url.rstrip("/"), timeout=timeout)
+
+    def _headers(self, client_headers: dict[str, str]) -> dict[str, str]:
+        h = {k: v for k, v in client_headers.items() if k in PASS_HEADERS}
+        key = self.cfg.api_key
+        if self.dialect == "anthropic":
+            h.setdefault("anthropic-version", "2023-06-01")
+            if key:
+                h["x-api-key"] = key
+            elif "x-api-key" in client_headers:
+                h["x-api-key"] = client_headers["x-api-key"]
+            elif "authorization" in client_headers:
+                h["authorization"] = client_headers["authorization"]
+        else:
+            h["authorization"] = f"Bearer {key}" if key else client_headers.get("authorization", "")
+        return h
+
+    def _body(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model")
+        return {**body, "model": self.cfg.model_map.get(model, model)} if isinstance(model, str) else body
+
+    async def send(self, body: dict[str, Any], client_headers: dict[str, str]) -> httpx.Response:
+        """Non-streaming call. Returns a 2xx or non-retryable 4xx response; raises UpstreamFailure."""
+        for attempt in range(2):  # the second attempt only after a short 429 retry-after
+            try:
+                async with asyncio.timeout(self.cfg.total_timeout):
+                    resp = await self._client.post(PATHS[self.dialect], json=self._body(body), headers=self._headers(client_headers))
+            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                raise UpstreamFailure(_describe(exc)) from None
+            if await self._should_retry(resp, attempt):
+                continue
+            self._check_status(resp)
+            try:
+                resp.json()
+            except ValueError:
+                raise UpstreamFailure("malformed body from upstream") from None
+            return resp
+        raise AssertionError("unreachable")
+
+    async def open_stream(self, body: dict[str, Any], client_headers: dict[str, str]) -> tuple[httpx.Response, AsyncIterator[StreamEvent]]:
+        """Streaming call: returns once the status and the first event are in (first-byte timeout)."""
+        deadline = time.monotonic() + self.cfg.total_timeout
+        for attempt in range(2):
+            try:
+                req = self._client.build_request("POST", PATHS[self.dialect], json=self._body(body), headers=self._headers(client_headers))
+                resp = await self._client.send(req, stream=True)
+            except (httpx.HTTPError, OSError) as exc:
+                raise UpstreamFailure(_describe(exc)) from None
+            if resp.status_code >= 400:
+                await resp.aread()
+                await resp.aclose()
+                if await self._should_retry(resp, attempt):
+                    continue
+                self._check_status(resp)
+                return resp, _no_events()
+            events = _sse_events(resp, deadline)
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                await resp.aclose()
+                raise UpstreamFailure("stream closed before its first event") from None
+            except UpstreamFailure:
+                await resp.aclose()
+                raise
+            return resp, _prepend(first, events)
+        raise AssertionError("unreachable")
+
+    async def _should_retry(self, resp: httpx.Response, attempt: int) -> bool:
+        if resp.status_code != 429 or attempt > 0:
+            return False
+        wait = _retry_after(resp)
+        if wait is None or wait > self.cfg.max_retry_after:
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    def _check_status(self, resp: httpx.Response) -> None:
+        if resp.status_code in RETRYABLE:
+            kind = ""
+            try:
+                kind = resp.json().get("error", {}).get("type", "")
+            except (ValueError, AttributeError):
+                pass
+            raise UpstreamFailure(f"http {resp.status_code}{' ' + kind if kind else ''}", _retry_after(resp))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+async def _sse_events(resp: httpx.Response, deadline: float) -> AsyncIterator[StreamEvent]:
+    """Parse an SSE body; every way it can break becomes UpstreamFailure."""
+    event, data = "", []
+    try:
+        async for line in resp.aiter_lines():
+            if time.monotonic() > deadline:
+                raise UpstreamFailure("total timeout")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and data:
+                payload = "\n".join(data)
+                if payload != "[DONE]":
+                    try:
+                        json.loads(payload)
+                    except ValueError:
+                        raise UpstreamFailure("malformed stream event") from None
+                yield StreamEvent(event, payload)
+                event, data = "", []
+    except (httpx.HTTPError, OSError) as exc:
+        raise UpstreamFailure(f"stream broken: {_describe(exc)}") from None
+    finally:
+        await resp.aclose()
+
+
+async def _prepend(first: StreamEvent, rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    yield first
+    async for ev in rest:
+        yield ev
+
+
+async def _no_events() -> AsyncIterator[StreamEvent]:
+    return
+    yield  # pragma: no cover
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "first-byte timeout"
+    if isinstance(exc, TimeoutError):
+        return "total timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return "connection reset"
+    return type(exc).__name__

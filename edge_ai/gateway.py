@@ -1,0 +1,138 @@
+"""Gateway mode: the cloud first, and the same request answered locally when the cloud fails.
+
+- Each request goes to the upstreams of its own dialect, in priority order, skipping any whose breaker
+  is open (no waiting on a cloud known to be down).
+- A good cloud answer is passed through as is and written into the semantic cache (write-through).
+- A failure before the first byte reaches the client means the caller answers locally
+  (cache, then local model) with `x-edge-fallback` saying why.
+- A stream that breaks after text was sent is finished by the local model from that text: one
+  well-formed answer, nothing repeated or lost, one final event.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, AsyncIterator
+
+from fastapi.responses import Response, StreamingResponse
+
+from edge_ai.cache import SemanticCache
+from edge_ai.config import Settings
+from edge_ai.dialects import anthropic as an
+from edge_ai.dialects import openai as oa
+from edge_ai.engines.upstream import Breaker, StreamEvent, Upstream, UpstreamFailure
+from edge_ai.errors import EdgeError
+from edge_ai.policy import AnswerPolicy
+from edge_ai.request import Request
+
+log = logging.getLogger("edge_ai.gateway")
+
+DIALECTS: dict[str, ModuleType] = {"anthropic": an, "openai": oa}
+CLIENT_HEADERS = ("authorization", "x-api-key", "anthropic-version", "anthropic-beta", "openai-organization", "openai-project")
+
+
+@dataclass
+class Fallback:
+    """The cloud could not answer; `reason` goes to the client in `x-edge-fallback`."""
+
+    reason: str
+
+
+class Gateway:
+    def __init__(self, settings: Settings, policy: AnswerPolicy, cache: SemanticCache) -> None:
+        self.policy, self.cache = policy, cache
+        self.upstreams = [Upstream(cfg, Breaker(settings.breaker_failures, settings.breaker_cooldown)) for cfg in settings.upstreams]
+        self.counts = {"cloud": 0, "fallback": 0, "midstream_recovered": 0}
+
+    def serves(self, dialect: str) -> bool:
+        return any(u.dialect == dialect for u in self.upstreams)
+
+    async def forward(self, dialect: str, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response | Fallback:
+        client_headers = {k: headers[k] for k in CLIENT_HEADERS if k in headers}
+        reasons = []
+        for up in (u for u in self.upstreams if u.dialect == dialect):
+            if not up.breaker.allow():
+                reasons.append(f"{up.name}: breaker open")
+                continue
+            try:
+                if body.get("stream"):
+                    return await self._stream(up, body, req, client_headers)
+                return await self._send(up, body, req, client_headers)
+            except UpstreamFailure as f:
+                up.breaker.failure(f.reason)
+                reasons.append(f"{up.name}: {f.reason}")
+                log.warning("upstream %s failed: %s", up.name, f.reason)
+        self.counts["fallback"] += 1
+        return Fallback("; ".join(reasons) or "no upstream")
+
+    async def _send(self, up: Upstream, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response:
+        resp = await up.send(body, headers)
+        if resp.is_success:
+            try:
+                final = DIALECTS[up.dialect].parse_response(resp.json())
+            except ValueError:
+                raise UpstreamFailure("malformed body from upstream") from None
+            if final is not None and req is not None and req.cache.write:
+                await self._write_through(req, final)
+        up.breaker.success()  # a 4xx is the client's problem, not an outage: the cloud is up
+        self.counts["cloud"] += 1
+        return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
+
+    async def _stream(self, up: Upstream, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response:
+        resp, events = await up.open_stream(body, headers)
+        if resp.status_code >= 400:
+            up.breaker.success()
+            return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
+        self.counts["cloud"] += 1
+        return StreamingResponse(self._relay(up, events, req, str(body.get("model", ""))), media_type="text/event-stream", headers=_cloud_headers(up, resp.headers))
+
+    async def _relay(self, up: Upstream, events: AsyncIterator[StreamEvent], req: Request | None, model: str) -> AsyncIterator[str]:
+        dialect = DIALECTS[up.dialect]
+        state = dialect.RelayState()
+        try:
+            try:
+                async for ev in events:
+                    state.observe(ev.event, ev.data)
+                    yield ev.raw
+            except ValueError as exc:  # a malformed or error event
+                raise UpstreamFailure(str(exc)) from None
+            if not state.done:
+                raise UpstreamFailure("stream ended before its final event")
+        except UpstreamFailure as f:
+            up.breaker.failure(f.reason)
+            log.warning("upstream %s stream broke after %d chars: %s", up.name, len(state.text), f.reason)
+            if req is None:
+                yield dialect.stream_error(EdgeError(f"the cloud stream broke: {f.reason}"))
+                return
+            self.counts["midstream_recovered"] += 1
+            try:
+                reply = self.policy.continue_locally(req, state.text)
+                async for chunk in state.finish_with(model, reply.events):
+                    yield chunk
+            except EdgeError as exc:
+                yield dialect.stream_error(exc)
+            return
+        up.breaker.success()
+        final = state.final()
+        if final is not None and req is not None and req.cache.write:
+            await self._write_through(req, final)
+
+    async def _write_through(self, req: Request, final: Any) -> None:
+        try:
+            await self.cache.put(req, final, "cloud")
+        except Exception:
+            log.exception("write-through to the cache failed; the cloud answer is still served")
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"name": u.name, "dialect": u.dialect, "base_url": u.cfg.base_url, **u.breaker.status()} for u in self.upstreams]
+
+    async def close(self) -> None:
+        for u in self.upstreams:
+            await u.close()
+
+
+def _cloud_headers(up: Upstream, upstream_headers: Any) -> dict[str, str]:
+    keep = {k: v for k, v in upstream_headers.items() if k.lower() in ("request-id", "x-request-id", "retry-after")}
+    return {**keep, "x-edge-source": "cloud", "x-edge-upstream": up.name}
