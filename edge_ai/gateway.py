@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from types import ModuleType
@@ -25,7 +26,7 @@ from edge_ai.dialects import openai as oa
 from edge_ai.engines.upstream import Breaker, StreamEvent, Upstream, UpstreamFailure
 from edge_ai.errors import EdgeError
 from edge_ai.policy import AnswerPolicy
-from edge_ai.request import Request
+from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.gateway")
 
@@ -45,6 +46,7 @@ class Gateway:
         self.policy, self.cache = policy, cache
         self.upstreams = [Upstream(cfg, Breaker(settings.breaker_failures, settings.breaker_cooldown)) for cfg in settings.upstreams]
         self.counts = {"cloud": 0, "fallback": 0, "midstream_recovered": 0}
+        self._background: set[asyncio.Task[None]] = set()
 
     def serves(self, dialect: str) -> bool:
         return any(u.dialect == dialect for u in self.upstreams)
@@ -119,7 +121,13 @@ class Gateway:
         if final is not None and req is not None and req.cache.write:
             await self._write_through(req, final)
 
-    async def _write_through(self, req: Request, final: Any) -> None:
+    async def _write_through(self, req: Request, final: Final) -> None:
+        """Store the cloud's answer off the response path: the client never waits for the embedding."""
+        task = asyncio.create_task(self._store(req, final))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _store(self, req: Request, final: Final) -> None:
         try:
             await self.cache.put(req, final, "cloud")
         except Exception:
@@ -129,6 +137,8 @@ class Gateway:
         return [{"name": u.name, "dialect": u.dialect, "base_url": u.cfg.base_url, **u.breaker.status()} for u in self.upstreams]
 
     async def close(self) -> None:
+        if self._background:  # let pending write-throughs land before the cache closes
+            await asyncio.wait(self._background, timeout=10)
         for u in self.upstreams:
             await u.close()
 
