@@ -166,3 +166,25 @@ def test_stop_matcher_across_token_boundaries(stops, pieces, expected_emitted, e
             break
     assert emitted == expected_emitted[: len(emitted)]
     assert m.text == expected_text and was_stopped == stopped
+
+
+def test_prefix_reuse_is_refused_when_the_sliding_window_is_gone():
+    """Gemma's sliding-window layers keep only the last window of a sequence; after a long request the
+    slot can no longer continue a short shared prefix, and must recompute rather than answer wrongly."""
+    from tests.conftest import ROOT
+
+    eng = LLMEngine(default_gguf(ROOT / "models"), n_slots=1, n_ctx_slot=2048, n_batch=256)
+    try:
+        system = "You answer questions about the weather in short sentences."
+        short = gemma_prompt(eng, system, [Message("user", "Is it sunny?")])
+        long = gemma_prompt(eng, system, [Message("user", "Summarise: " + "the rain in Spain falls mainly " * 200)])
+        assert len(long) > eng.n_swa + eng.n_batch  # far enough that the early window cells are dropped
+
+        async def go(tokens: list[int]) -> str:
+            return (await eng.submit(tokens, SamplingParams(temperature=0, max_tokens=12)).result()).text
+
+        cold = run(go(short))
+        run(go(long))
+        assert run(go(short)) == cold
+    finally:
+        eng.close()

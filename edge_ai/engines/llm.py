@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -154,6 +154,8 @@ class EngineStats:
     prompt_tokens_reused: int = 0  # prompt tokens taken from a slot's KV instead
     generated_tokens: int = 0
     rejected: int = 0
+    decode_s: float = 0.0  # time inside llama_decode
+    batch_tokens: int = 0  # tokens over all steps (batch fill = batch_tokens / steps)
 
 
 _log_callback = None
@@ -212,12 +214,15 @@ class LLMEngine:
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.kv_unified = False  # each slot attends over its own cells only
-        cparams.swa_full = True  # sliding-window layers keep the whole prefix, so it can be reused
+        # Sliding-window layers keep only their window: ~14% faster decoding at 16 slots than keeping
+        # everything. A prefix is then reusable only while its window is still held (see _admit).
+        cparams.swa_full = False
         cparams.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise RuntimeError("could not create the llama.cpp context")
         self.mem = ll.llama_get_memory(self.ctx)
+        self.n_swa = ll.llama_model_n_swa(self.model)
 
         self.batch = ll.llama_batch_init(n_batch, 0, 1)
         self._b_token = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
@@ -296,13 +301,14 @@ class LLMEngine:
             self._cond.notify()
         return task
 
-    def load(self) -> dict[str, int]:
+    def load(self) -> dict[str, object]:
         with self._cond:
             return {
                 "slots": self.n_slots,
                 "slots_busy": sum(1 for s in self.slots if not s.free),
                 "queue_depth": len(self._waiting),
                 "queue_limit": self.max_queue,
+                **asdict(self.stats),
             }
 
     def close(self) -> None:
@@ -348,7 +354,7 @@ class LLMEngine:
                 continue
             slot, keep = max(((s, _common_prefix(s.cache_tokens, task.tokens)) for s in free), key=lambda x: x[1])
             keep = min(keep, len(task.tokens) - 1)  # the last prompt token is re-run to get logits
-            if not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
+            if not self._window_held(slot.id, keep) or not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
                 ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
                 keep = 0
             del slot.cache_tokens[keep:]
@@ -359,6 +365,12 @@ class LLMEngine:
             slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             slot.matcher = StopMatcher(task.params.stop)
             slot.sampler = None if task.params.greedy else _make_sampler(task.params)
+
+    def _window_held(self, seq: int, keep: int) -> bool:
+        """A sliding-window cache drops old cells; continuing at `keep` needs the window before it."""
+        if keep == 0 or self.n_swa <= 0:
+            return True
+        return 0 <= ll.llama_memory_seq_pos_min(self.mem, seq) <= max(0, keep - self.n_swa)
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -401,8 +413,11 @@ class LLMEngine:
         if n == 0:
             return
         self.batch.n_tokens = n
+        t0 = time.perf_counter()
         rc = ll.llama_decode(self.ctx, self.batch)
+        self.stats.decode_s += time.perf_counter() - t0
         self.stats.steps += 1
+        self.stats.batch_tokens += n
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         for slot, row in rows:
