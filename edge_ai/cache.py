@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class SemanticCache:
         self.threshold = threshold
         self.index = VectorIndex(embedder.dim)
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
+        self._generation = -1
+        self._checked = 0.0
+        self._syncing: asyncio.Future[int] | None = None
 
     @classmethod
     def open(cls, directory: str | Path, embedder: Embedder, threshold: float, ttl: float | None) -> "SemanticCache":
@@ -52,23 +56,38 @@ class SemanticCache:
         return cache
 
     def load(self) -> int:
-        """Rebuild the in-memory index from the stored vectors (no re-embedding)."""
+        """Index the stored vectors not indexed yet (no re-embedding); at start-up that is all of them."""
+        self._generation = self.store.generation()
         n = 0
-        for entry in self.store:
-            vec = entry.vec()
-            if vec.shape == (self.index.dim,):
-                self.index.add(entry.scope_key, entry.id, vec)
+        for id_ in self.store.ids():
+            if id_ in self.index:
+                continue
+            entry = self.store.get(id_)
+            if entry is not None and entry.vec().shape == (self.index.dim,):
+                self.index.add(entry.scope_key, entry.id, entry.vec())
                 n += 1
         log.info("cache: %d entries indexed from %s", n, self.store.directory)
         return n
 
+    def _maybe_sync(self) -> None:
+        """Another process (`edge-ai warm`, `cache import`) may have written entries: at most once a
+        second, compare the store's generation and index what is new, off the request path."""
+        now = time.monotonic()
+        if now - self._checked < 1.0 or self._syncing is not None:
+            return
+        self._checked = now
+        if self.store.generation() != self._generation:
+            self._syncing = asyncio.ensure_future(asyncio.to_thread(self.load))
+            self._syncing.add_done_callback(lambda _: setattr(self, "_syncing", None))
+
     async def lookup(self, req: Request, threshold: float | None = None) -> Lookup:
+        self._maybe_sync()
         exact = self.store.get(req.exact_key())
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
-        limit = self.threshold if threshold is None else threshold
+        limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
         for id_, sim in self.index.search(req.scope_key(), vec, k=4):
             if sim < limit:
                 break
@@ -102,6 +121,7 @@ class SemanticCache:
         )
         await asyncio.to_thread(self.store.put, entry)
         self.index.add(entry.scope_key, entry.id, vector)
+        self._generation += 1  # our own write: nothing to re-index
         return entry
 
     def stats(self) -> dict[str, object]:

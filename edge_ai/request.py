@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Literal
 
+from edge_ai.errors import BadRequest
+
 
 @dataclass(frozen=True)
 class Message:
@@ -21,16 +23,26 @@ class Message:
 
 @dataclass(frozen=True)
 class CacheControl:
-    """From the `x-edge-cache` request header: `no-read`, `no-write`, `off`/`no-store` (both)."""
+    """From request headers: `x-edge-cache: no-read | no-write | off` and `x-edge-threshold: 0.95`
+    (a stricter or looser similarity for this request's semantic lookup)."""
 
     read: bool = True
     write: bool = True
+    threshold: float | None = None
 
     @classmethod
-    def from_header(cls, value: str | None) -> "CacheControl":
-        words = {w.strip().lower() for w in (value or "").split(",") if w.strip()}
+    def from_headers(cls, cache: str | None, threshold: str | None = None) -> "CacheControl":
+        words = {w.strip().lower() for w in (cache or "").split(",") if w.strip()}
         off = bool(words & {"off", "no-store", "bypass"})
-        return cls(read=not (off or "no-read" in words), write=not (off or "no-write" in words))
+        limit = None
+        if threshold:
+            try:
+                limit = float(threshold)
+            except ValueError:
+                limit = -1.0
+            if not 0.0 <= limit <= 1.0:
+                raise BadRequest("x-edge-threshold must be a number between 0 and 1", param="x-edge-threshold")
+        return cls(read=not (off or "no-read" in words), write=not (off or "no-write" in words), threshold=limit)
 
 
 @dataclass

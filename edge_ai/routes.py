@@ -69,7 +69,8 @@ def _respond(
 
 
 def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
-    return CacheControl.from_header(http.headers.get("x-edge-cache")), http.headers.get("x-edge-tenant", "")
+    cache = CacheControl.from_headers(http.headers.get("x-edge-cache"), http.headers.get("x-edge-threshold"))
+    return cache, http.headers.get("x-edge-tenant", "")
 
 
 def router(runtime: "Runtime") -> APIRouter:

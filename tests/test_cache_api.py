@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 
 def ask(client, messages, **kw):
     raw = client.chat.completions.with_raw_response.create(model=kw.pop("model", "gpt-4o"), messages=messages, max_tokens=kw.pop("max_tokens", 16), temperature=0, **kw)
@@ -111,3 +113,19 @@ def test_cache_survives_restart(server, openai_client):
     h3, a3 = ask(openai_client, paraphrase)  # the vector index was rebuilt from disk too
     assert (h2["x-edge-source"], h3["x-edge-source"]) == ("cache", "cache")
     assert a1 == a2 == a3
+
+
+def test_threshold_header_sets_strictness_per_request(openai_client):
+    system = scoped()
+    ask(openai_client, [{"role": "system", "content": system}, {"role": "user", "content": "How do I reset my password?"}])
+    para = [{"role": "system", "content": system}, {"role": "user", "content": "How can I reset my password?"}]  # cosine ~0.99
+    strict, _ = ask(openai_client, para, extra_headers={"x-edge-threshold": "0.999", "x-edge-cache": "no-write"})
+    default, _ = ask(openai_client, para, extra_headers={"x-edge-cache": "no-write"})
+    assert (strict["x-edge-source"], default["x-edge-source"]) == ("local", "cache")
+
+
+def test_bad_threshold_header_is_a_400(openai_client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError):
+        ask(openai_client, [{"role": "user", "content": "hi"}], extra_headers={"x-edge-threshold": "very"})

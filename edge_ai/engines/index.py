@@ -60,6 +60,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._scope_of)
 
+    def __contains__(self, id_: str) -> bool:
+        return id_ in self._scope_of
+
     def add(self, scope: str, id_: str, vec: np.ndarray) -> None:
         with self._lock:
             old = self._scope_of.get(id_)

@@ -35,6 +35,9 @@ class Entry:
         return asdict(self)
 
 
+_GENERATION = "__generation__"  # bumped by every writer, so other processes know to re-index
+
+
 class Store:
     def __init__(self, directory: str | Path, ttl: float | None = None) -> None:
         self.directory = Path(directory)
@@ -48,16 +51,27 @@ class Store:
         return Entry(**raw) if raw is not None else None
 
     def put(self, entry: Entry) -> None:
-        self._db.set(entry.id, entry.to_dict(), expire=self.ttl)
+        with self._db.transact():
+            self._db.set(entry.id, entry.to_dict(), expire=self.ttl)
+            self._db.incr(_GENERATION)
 
     def delete(self, id_: str) -> bool:
-        return bool(self._db.delete(id_))
+        with self._db.transact():
+            gone = bool(self._db.delete(id_))
+            self._db.incr(_GENERATION)
+        return gone
+
+    def generation(self) -> int:
+        return int(self._db.get(_GENERATION, 0))
+
+    def ids(self) -> Iterator[str]:
+        return (k for k in self._db.iterkeys() if k != _GENERATION)
 
     def __len__(self) -> int:
-        return len(self._db)
+        return len(self._db) - (_GENERATION in self._db)
 
     def __iter__(self) -> Iterator[Entry]:
-        for key in self._db.iterkeys():
+        for key in self.ids():
             entry = self.get(key)  # an entry may expire between listing and reading
             if entry is not None:
                 yield entry

@@ -73,14 +73,19 @@ def one_request(client: httpx.Client, url: str, prompt: str, tokens: int, header
 
 def run_level(url: str, clients: int, per_client: int, tokens: int, headers: dict, tag: str) -> dict:
     ttfts: list[float] = []
-    total = [0]
+    total, errors = [0], [0]
     lock = threading.Lock()
 
     def worker(c: int) -> None:
         with httpx.Client(timeout=600) as client:
             for i in range(per_client):
                 prompt = f"Story {tag}-{c}-{i}. Once upon a time, in a village by the sea,"
-                ttft, n, _ = one_request(client, url, prompt, tokens, headers)
+                try:
+                    ttft, n, _ = one_request(client, url, prompt, tokens, headers)
+                except httpx.HTTPError:
+                    with lock:
+                        errors[0] += 1
+                    continue
                 with lock:
                     ttfts.append(ttft)
                     total[0] += n
@@ -92,8 +97,9 @@ def run_level(url: str, clients: int, per_client: int, tokens: int, headers: dic
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ttfts.sort()
-    return {"tok_s": total[0] / wall, "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[int(0.95 * (len(ttfts) - 1))], "tokens": total[0]}
+    ttfts.sort() if ttfts else ttfts.append(float("nan"))
+    return {"tok_s": total[0] / wall, "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[int(0.95 * (len(ttfts) - 1))],
+            "tokens": total[0], "errors": errors[0]}
 
 
 def main() -> None:
@@ -110,7 +116,9 @@ def main() -> None:
     servers = {
         "edge-ai": ([sys.executable, "-m", "edge_ai", "serve", "--n-slots", slots, "--n-ctx-slot", "4096", "--log-level", "warning",
                      "--model", args.model, "--cache-dir", tempfile.mkdtemp(prefix="edge-bench-")], "/readyz", {"x-edge-cache": "off"}),
-        "llama-cpp-python": ([sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--n_ctx", "4096", "--n_threads", threads],
+        # --interrupt_requests False: queue concurrent requests instead of cutting the running stream
+        "llama-cpp-python": ([sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--n_ctx", "4096", "--n_threads", threads,
+                              "--interrupt_requests", "False"],
                              "/v1/models", {}),
     }
     if args.llama_server:
@@ -132,7 +140,8 @@ def main() -> None:
                 per = max(1, args.requests // c)
                 results[name][c] = run_level(url, c, per, args.tokens, headers, f"{name}{c}")
                 r = results[name][c]
-                print(f"{name:<18} c={c:<3} {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']:7.0f} ms  p95 {r['ttft_p95']:7.0f} ms", flush=True)
+                print(f"{name:<18} c={c:<3} {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']:7.0f} ms  p95 {r['ttft_p95']:7.0f} ms"
+                      f"  failed requests {r['errors']}", flush=True)
         finally:
             proc.terminate()
             proc.wait(30)
