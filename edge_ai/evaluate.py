@@ -1,0 +1,94 @@
+"""Measure the production hit decision on labelled data (`edge-ai eval pairs | retrieval`)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ai.cache import SemanticCache
+from edge_ai.engines.embedder import Embedder
+from edge_ai.hit import is_hit
+from edge_ai.request import Final, Message, Request
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+@dataclass
+class PairsResult:
+    n: int
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / max(self.tp + self.fp, 1)
+
+    @property
+    def recall(self) -> float:
+        return self.tp / max(self.tp + self.fn, 1)
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / max(p + r, 1e-9)
+
+
+def eval_pairs(path: Path, embedder: Embedder, threshold: float, limit: int | None = None) -> PairsResult:
+    """`text_a` is the cached prompt, `text_b` the new one; label 1 means a hit would be right."""
+    rows = []
+    with _open(path) as fh:
+        for line in fh:
+            if line.strip():
+                rows.append(json.loads(line))
+            if limit and len(rows) >= limit:
+                break
+    a = embedder.encode([r["text_a"] for r in rows])
+    b = embedder.encode([r["text_b"] for r in rows])
+    sims = np.einsum("ij,ij->i", a, b)
+    tp = fp = fn = 0
+    for r, sim in zip(rows, sims):
+        hit = is_hit(float(sim), r["text_a"], r["text_b"], threshold)
+        label = int(r["label"]) == 1
+        tp += hit and label
+        fp += hit and not label
+        fn += label and not hit
+    return PairsResult(len(rows), tp, fp, fn)
+
+
+def eval_retrieval(path: Path, embedder: Embedder, threshold: float) -> dict[str, Any]:
+    """GPTCache's protocol: insert every `origin`, ask every `similar`, count right / wrong / miss —
+    through the production lookup (exact path, scope partition, threshold, vetoes)."""
+    pairs = json.loads(Path(path).read_text(encoding="utf-8"))
+    return asyncio.run(_retrieval(pairs, embedder, threshold))
+
+
+async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, threshold: float) -> dict[str, Any]:
+    cache = SemanticCache.open(tempfile.mkdtemp(prefix="edge-eval-"), embedder, threshold, None)
+    vecs = embedder.encode([p["origin"] for p in pairs])
+    for p, vec in zip(pairs, vecs):
+        await cache.put(_ask(p["origin"]), Final(p["origin"], "stop", 0, 1), "eval", vec)
+    looks = await asyncio.gather(*(cache.lookup(_ask(p["similar"])) for p in pairs))
+    right = wrong = miss = 0
+    for p, look in zip(pairs, looks):
+        if look.hit is None:
+            miss += 1
+        elif look.hit.entry.query == p["origin"]:
+            right += 1
+        else:
+            wrong += 1
+    cache.close()
+    return {"pairs": len(pairs), "right": right, "wrong": wrong, "miss": miss, "threshold": threshold}
+
+
+def _ask(text: str) -> Request:
+    return Request(model="eval", messages=(Message("user", text),))

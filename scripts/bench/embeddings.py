@@ -1,0 +1,86 @@
+"""Embedding throughput: one-at-a-time vs offline batches vs 64 concurrent HTTP clients (micro-batched).
+
+    .venv/bin/python scripts/bench/embeddings.py [--n 1024] [--clients 64]
+
+Sentences are QQP questions from ../shared/data/qqp_dev.jsonl.gz. All three run in one process run, one
+after another, on the same embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from edge_ai.engines.embedder import Embedder  # noqa: E402
+from edge_ai.model_files import resolve_embedder  # noqa: E402
+from tests.conftest import Server  # noqa: E402
+
+
+def sentences(n: int) -> list[str]:
+    out = []
+    with gzip.open(ROOT.parent / "shared" / "data" / "qqp_dev.jsonl.gz", "rt") as fh:
+        for line in fh:
+            out.append(json.loads(line)["text_a"])
+            if len(out) >= n:
+                break
+    return out
+
+
+async def http_rate(url: str, texts: list[str], clients: int) -> float:
+    queue = list(texts)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+        async def worker() -> None:
+            while queue:
+                t = queue.pop()
+                r = await c.post("/v1/embeddings", json={"model": "m", "input": t})
+                r.raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return len(texts) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--clients", type=int, default=64)
+    args = ap.parse_args()
+    texts = sentences(args.n)
+    emb = Embedder(resolve_embedder(""))
+    emb.encode(texts[:64])
+    t = time.perf_counter()
+    for s in texts[:256]:
+        emb.model.encode([s])
+    one = 256 / (time.perf_counter() - t)
+    t = time.perf_counter()
+    emb.encode(texts)
+    batched = len(texts) / (time.perf_counter() - t)
+    emb.close()
+    del emb
+    srv = Server(Path(tempfile.mkdtemp()) / "cache", "--log-level", "warning").start()
+    try:
+        asyncio.run(http_rate(srv.url, texts[:128], args.clients))  # warm
+        http = asyncio.run(http_rate(srv.url, texts, args.clients))
+    finally:
+        srv.stop()
+    print(f"embeddings, {len(texts)} QQP sentences, {os.cpu_count()} CPUs, all-MiniLM-L6-v2")
+    print(f"one at a time (offline):        {one:7.1f} sentences/s")
+    print(f"batched bs=64 (offline):        {batched:7.1f} sentences/s")
+    print(f"HTTP, {args.clients} concurrent clients:     {http:7.1f} sentences/s  "
+          f"= {http / one:.2f}x one-at-a-time, {http / batched:.2f}x offline batched")
+
+
+if __name__ == "__main__":
+    main()
