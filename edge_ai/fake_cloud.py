@@ -107,7 +107,7 @@ class FakeCloud:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if not await self._respond(method, path.split("?")[0], body, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             return
         finally:
             self._conns.discard(writer)

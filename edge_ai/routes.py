@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from edge_ai.app import Runtime
 
 
+log = logging.getLogger("edge_ai.routes")
 B = TypeVar("B")
 
 
@@ -40,6 +42,10 @@ async def _guarded(dialect: Dialect, work: Callable[[], Awaitable[Response]]) ->
         return JSONResponse(body, status_code=status, headers=headers)
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; the work was cancelled
+    except Exception:  # a bug: still an answer in the client's own envelope, and a trace in the log
+        log.exception("unexpected error")
+        status, body, headers = dialect.render_error(EdgeError("internal error in edge-ai; see its log"))
+        return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _in_band_errors(dialect: Dialect, chunks: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -163,8 +169,7 @@ def router(runtime: "Runtime") -> APIRouter:
             texts = body.texts()
             if body.dimensions not in (None, embedder.dim):
                 raise BadRequest(f"this embedder makes {embedder.dim}-dimensional vectors", param="dimensions")
-            vectors = await embedder.embed(texts)
-            n = embedder.count_tokens(texts)
+            vectors, n = await embedder.embed_counted(texts)
             data = [{"object": "embedding", "index": i, "embedding": _vector(v, body.encoding_format)} for i, v in enumerate(vectors)]
             return JSONResponse({"object": "list", "data": data, "model": body.model, "usage": {"prompt_tokens": n, "total_tokens": n}})
 

@@ -141,3 +141,13 @@ def test_concurrent_requests_all_answered(openai_client, n_clients):
     with ThreadPoolExecutor(n_clients) as pool:
         answers = list(pool.map(ask, range(n_clients)))
     assert all(a.strip() for a in answers)
+
+
+def test_concurrent_embeddings_share_batches_and_all_succeed(openai_client):
+    """Many single-sentence callers at once: all answered (the tokenizer is used by one thread only)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"sentence number {i} about the weather" for i in range(48)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: openai_client.embeddings.create(model="x", input=t), texts))
+    assert all(len(r.data[0].embedding) == 384 and r.usage.prompt_tokens > 3 for r in results)

@@ -26,7 +26,7 @@ from edge_ai.errors import Overloaded
 class _Item:
     text: str
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[tuple[np.ndarray, int]]  # (unit vector, tokens the model saw)
 
 
 class Embedder:
@@ -53,24 +53,30 @@ class Embedder:
         self._thread.start()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Encode in batches of `max_batch`; rows are L2-normalised float32."""
+        """Encode in batches of `max_batch`; rows are L2-normalised float32. Call from one thread only
+        (the tokenizer is not thread-safe): offline tools, or the worker."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self._forward(texts[i : i + self.max_batch]) for i in range(0, len(texts), self.max_batch)])
+        return np.concatenate([self._forward(texts[i : i + self.max_batch])[0] for i in range(0, len(texts), self.max_batch)])
 
-    def _forward(self, texts: list[str]) -> np.ndarray:
+    def _forward(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """One forward pass through the model's own modules (tokenizer, transformer, pooling), without
         `SentenceTransformer.encode`'s per-call machinery, which costs more than the model on one sentence."""
         import torch
 
         features = self.model.preprocess(texts) if hasattr(self.model, "preprocess") else self.model.tokenize(texts)
+        counts = features["attention_mask"].sum(dim=1).tolist()
         with torch.inference_mode():
             emb = self.model(features)["sentence_embedding"]
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return emb.float().numpy()
+        return emb.float().numpy(), counts
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts through the shared micro-batcher. Raises Overloaded when the queue is full."""
+        return (await self.embed_counted(texts))[0]
+
+    async def embed_counted(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Vectors and the number of tokens the model saw (usage counts, taken in the worker thread)."""
         loop = asyncio.get_running_loop()
         items = [_Item(t, loop, loop.create_future()) for t in texts]
         with self._cond:
@@ -78,11 +84,10 @@ class Embedder:
                 raise Overloaded("the embedding queue is full", retry_after=1)
             self._pending.extend(items)
             self._cond.notify()
-        vectors = await asyncio.gather(*(i.future for i in items))
-        return np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(ids) for ids in self.model.tokenizer(texts, add_special_tokens=True)["input_ids"])
+        done = await asyncio.gather(*(i.future for i in items))
+        if not done:
+            return np.zeros((0, self.dim), np.float32), 0
+        return np.stack([v for v, _ in done]), sum(n for _, n in done)
 
     async def embed_one(self, text: str) -> np.ndarray:
         return (await self.embed([text]))[0]
@@ -122,20 +127,20 @@ class Embedder:
                 return
             batch.sort(key=lambda i: len(i.text))
             try:
-                vecs = self.encode([i.text for i in batch])
+                vecs, counts = self._forward([i.text for i in batch])
                 self.batches += 1
-                for item, vec in zip(batch, vecs):
-                    item.loop.call_soon_threadsafe(_resolve, item.future, vec)
+                for item, vec, n in zip(batch, vecs, counts):
+                    item.loop.call_soon_threadsafe(_resolve, item.future, (vec, int(n)))
             except Exception as exc:  # a failed batch fails its callers, not the worker
                 for item in batch:
                     item.loop.call_soon_threadsafe(_fail, item.future, exc)
 
 
-def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray) -> None:
+def _resolve(future: asyncio.Future[tuple[np.ndarray, int]], value: tuple[np.ndarray, int]) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future[np.ndarray], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[tuple[np.ndarray, int]], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

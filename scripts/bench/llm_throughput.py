@@ -1,6 +1,7 @@
 """Batched-inference throughput over HTTP: edge-ai vs llama-cpp-python's server vs llama.cpp's llama-server.
 
-For each server (started here, one after another, same GGUF, same threads) and each concurrency level,
+For each server (all started here, same GGUF, same threads; levels alternate between servers in ABBA
+order and are averaged, so the machine's drift hits all alike) and each concurrency level,
 C clients send streaming /v1/completions requests of --tokens tokens (distinct prompts, so no server
 gets a prompt-cache advantage) and we record time to first token (TTFT) and aggregate completion
 tokens/s. edge-ai gets `x-edge-cache: off`, so every answer is computed.
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=32, help="requests per level (at least one per client)")
     ap.add_argument("--only", nargs="*", default=None, help="subset of: edge-ai llama-cpp-python llama-server")
+    ap.add_argument("--reps", type=int, default=2, help="runs per level of edge-ai and llama-server, in ABBA order (averaged)")
     args = ap.parse_args()
     threads = str(os.cpu_count() or 2)
     slots = str(max(args.levels))
@@ -124,36 +126,46 @@ def main() -> None:
     if args.llama_server:
         servers["llama-server"] = ([args.llama_server, "-m", args.model, "--parallel", slots, "-c", str(4096 * int(slots)),
                                     "-t", threads, "--no-webui"], "/health", {})
-    results: dict[str, dict[int, dict]] = {}
-    for name, (cmd, health, headers) in servers.items():
-        if args.only and name not in args.only:
-            continue
-        port = free_port()
-        full = cmd + (["--port", str(port)] if name != "llama-server" else ["--port", str(port), "--host", "127.0.0.1"])
-        proc = subprocess.Popen(full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        url = f"http://127.0.0.1:{port}"
-        try:
+    results: dict[str, dict[int, list[dict]]] = {}
+    procs: dict[str, tuple[subprocess.Popen, str, dict]] = {}
+    try:  # all servers up at once (an idle one costs nothing); levels then alternate between them
+        for name, (cmd, health, headers) in servers.items():
+            if args.only and name not in args.only:
+                continue
+            port = free_port()
+            full = cmd + (["--port", str(port)] if name != "llama-server" else ["--port", str(port), "--host", "127.0.0.1"])
+            proc = subprocess.Popen(full, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            url = f"http://127.0.0.1:{port}"
+            procs[name] = (proc, url, headers)
             wait_up(url, proc, health)
             run_level(url, 1, 2, 8, headers, "warm")
-            results[name] = {}
-            for c in args.levels:
-                per = max(1, args.requests // c)
-                results[name][c] = run_level(url, c, per, args.tokens, headers, f"{name}{c}")
-                r = results[name][c]
+            results[name] = {c: [] for c in args.levels}
+        for c in args.levels:
+            per = max(1, args.requests // c)
+            # ABBA order for the servers compared repeatedly, so drift of the machine hits both alike
+            fast = [n for n in procs if n != "llama-cpp-python"]
+            order = [n for rep in range(args.reps) for n in (fast if rep % 2 == 0 else fast[::-1])]
+            order += ["llama-cpp-python"] if "llama-cpp-python" in procs else []
+            for name in order:
+                _, url, headers = procs[name]
+                r = run_level(url, c, per, args.tokens, headers, f"{name}{c}{len(results[name][c])}")
+                results[name][c].append(r)
                 print(f"{name:<18} c={c:<3} {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']:7.0f} ms  p95 {r['ttft_p95']:7.0f} ms"
                       f"  failed requests {r['errors']}", flush=True)
-        finally:
+    finally:
+        for proc, _, _ in procs.values():
             proc.terminate()
             proc.wait(30)
+    avg = {n: {c: {k: statistics.mean(r[k] for r in rs) for k in ("tok_s", "ttft_p50", "ttft_p95")} for c, rs in by.items()} for n, by in results.items()}
     print(f"\n{args.tokens} tokens/request, {os.cpu_count()} CPUs, {Path(args.model).name}")
     header = f"{'server':<18}" + "".join(f"{'c=' + str(c) + ' tok/s':>13}{'TTFT p50/p95 ms':>18}" for c in args.levels)
     print(header)
-    for name, by in results.items():
+    for name, by in avg.items():
         print(f"{name:<18}" + "".join(f"{by[c]['tok_s']:>13.1f}{by[c]['ttft_p50']:>10.0f}/{by[c]['ttft_p95']:<7.0f}" for c in args.levels))
-    if "edge-ai" in results:
+    if "edge-ai" in avg:
         for other in ("llama-cpp-python", "llama-server"):
-            if other in results:
-                print(f"edge-ai / {other}: " + ", ".join(f"c={c}: {results['edge-ai'][c]['tok_s'] / results[other][c]['tok_s']:.2f}x" for c in args.levels))
+            if other in avg:
+                print(f"edge-ai / {other}: " + ", ".join(f"c={c}: {avg['edge-ai'][c]['tok_s'] / avg[other][c]['tok_s']:.2f}x" for c in args.levels))
 
 
 if __name__ == "__main__":
