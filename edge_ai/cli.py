@@ -60,6 +60,14 @@ def serve(
     max_queue: Optional[int] = typer.Option(
         None, help="Requests waiting for a slot before new ones get 429.", envvar=_env("max_queue"), show_default="64"
     ),
+    kv_unified: Optional[bool] = typer.Option(
+        None,
+        "--kv-unified/--kv-per-slot",
+        help="One KV buffer for all slots: +20-40% tokens/s with many clients, but an answer may then differ "
+        "slightly with the batch it ran in. Per slot (default): greedy answers are batch-invariant.",
+        envvar=_env("kv_unified"),
+        show_default="--kv-per-slot",
+    ),
     strict_models: Optional[bool] = typer.Option(
         None,
         "--strict-models/--any-model",
@@ -91,6 +99,7 @@ def serve(
         n_threads=n_threads,
         n_gpu_layers=n_gpu_layers,
         max_queue=max_queue,
+        kv_unified=kv_unified,
         strict_models=strict_models,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,6 +145,7 @@ def warm(
     config: Optional[Path] = typer.Option(None, help="TOML settings (cache_dir, model, upstreams…) as for serve.", envvar="EDGE_AI_CONFIG"),
     cache_dir: Optional[str] = typer.Option(None, help="Cache directory to fill (a running server on it picks the entries up).", envvar=_env("cache_dir")),
     concurrency: int = typer.Option(16, help="Prompts in flight at once (cloud calls, or slots of the local batched core)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Answer length for plain prompts (request bodies carry their own) [default: default_max_tokens]; part of what a later request must allow."),
     report: Optional[Path] = typer.Option(None, help="Write the summary as JSON to this file."),
 ) -> None:
     """Fill the cache before an outage, from JSONL files.
@@ -155,7 +165,7 @@ def warm(
     logging.basicConfig(level="WARNING")
     runtime = _runtime(config, cache_dir)
     summary = WarmReport()
-    items = read_inputs(list(inputs), model, summary)
+    items = read_inputs(list(inputs), model, summary, max_tokens)
     assert runtime.cache is not None and runtime.policy is not None
     ups = runtime.gateway.upstreams if runtime.gateway else []
     warmer = Warmer(runtime.cache, runtime.policy, ups, concurrency=concurrency)

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     n_batch: int = Field(512, ge=32, description="most tokens in one forward pass (chunked prefill)")
     n_threads: int = Field(0, ge=0, description="CPU threads for the model (0 = all cores)")
     n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (-1 = all; needs a CUDA build)")
+    kv_unified: bool = Field(
+        False, description="one KV buffer for all slots: +20-40% tokens/s, but answers no longer batch-invariant"
+    )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
 

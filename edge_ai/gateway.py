@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi.responses import Response, StreamingResponse
 
@@ -51,8 +51,13 @@ class Gateway:
     def serves(self, dialect: str) -> bool:
         return any(u.dialect == dialect for u in self.upstreams)
 
-    async def forward(self, dialect: str, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response | Fallback:
+    async def forward(
+        self, dialect: str, raw: bytes, body: dict[str, Any], build: Callable[[], Request], headers: dict[str, str]
+    ) -> Response | Fallback:
+        """`build` makes the internal request (raising EdgeError when the local path cannot take it);
+        it is called only when a write-through or a recovery needs it."""
         client_headers = {k: headers[k] for k in CLIENT_HEADERS if k in headers}
+        req = _Lazy(build)
         reasons = []
         for up in (u for u in self.upstreams if u.dialect == dialect):
             if not up.breaker.allow():
@@ -60,8 +65,8 @@ class Gateway:
                 continue
             try:
                 if body.get("stream"):
-                    return await self._stream(up, body, req, client_headers)
-                return await self._send(up, body, req, client_headers)
+                    return await self._stream(up, raw, body, req, client_headers)
+                return await self._send(up, raw, body, req, client_headers)
             except UpstreamFailure as f:
                 up.breaker.failure(f.reason)
                 reasons.append(f"{up.name}: {f.reason}")
@@ -69,28 +74,28 @@ class Gateway:
         self.counts["fallback"] += 1
         return Fallback("; ".join(reasons) or "no upstream")
 
-    async def _send(self, up: Upstream, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response:
-        resp = await up.send(body, headers)
+    async def _send(self, up: Upstream, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
+        resp, answer = await up.send(body, headers, raw)
         if resp.is_success:
             try:
-                final = DIALECTS[up.dialect].parse_response(resp.json())
+                final = DIALECTS[up.dialect].parse_response(answer)
             except ValueError:
                 raise UpstreamFailure("malformed body from upstream") from None
-            if final is not None and req is not None and req.cache.write:
-                await self._write_through(req, final)
+            if final is not None:
+                self._write_through(req, final)
         up.breaker.success()  # a 4xx is the client's problem, not an outage: the cloud is up
         self.counts["cloud"] += 1
         return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
 
-    async def _stream(self, up: Upstream, body: dict[str, Any], req: Request | None, headers: dict[str, str]) -> Response:
-        resp, events = await up.open_stream(body, headers)
+    async def _stream(self, up: Upstream, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
+        resp, events = await up.open_stream(body, headers, raw)
         if resp.status_code >= 400:
             up.breaker.success()
             return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
         self.counts["cloud"] += 1
         return StreamingResponse(self._relay(up, events, req, str(body.get("model", ""))), media_type="text/event-stream", headers=_cloud_headers(up, resp.headers))
 
-    async def _relay(self, up: Upstream, events: AsyncIterator[StreamEvent], req: Request | None, model: str) -> AsyncIterator[str]:
+    async def _relay(self, up: Upstream, events: AsyncIterator[StreamEvent], req: "_Lazy", model: str) -> AsyncIterator[str]:
         dialect = DIALECTS[up.dialect]
         state = dialect.RelayState()
         try:
@@ -105,12 +110,14 @@ class Gateway:
         except UpstreamFailure as f:
             up.breaker.failure(f.reason)
             log.warning("upstream %s stream broke after %d chars: %s", up.name, len(state.text), f.reason)
-            if req is None:
+            try:
+                local_req = req.get()
+            except EdgeError:
                 yield dialect.stream_error(EdgeError(f"the cloud stream broke: {f.reason}"))
                 return
             self.counts["midstream_recovered"] += 1
             try:
-                reply = self.policy.continue_locally(req, state.text)
+                reply = self.policy.continue_locally(local_req, state.text)
                 async for chunk in state.finish_with(model, reply.events):
                     yield chunk
             except EdgeError as exc:
@@ -118,18 +125,25 @@ class Gateway:
             return
         up.breaker.success()
         final = state.final()
-        if final is not None and req is not None and req.cache.write:
-            await self._write_through(req, final)
+        if final is not None:
+            self._write_through(req, final)
 
-    async def _write_through(self, req: Request, final: Final) -> None:
-        """Store the cloud's answer off the response path: the client never waits for the embedding."""
+    def _write_through(self, req: "_Lazy", final: Final) -> None:
+        """Store the cloud's answer off the response path: the client waits neither for building the
+        internal request nor for the embedding."""
         task = asyncio.create_task(self._store(req, final))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _store(self, req: Request, final: Final) -> None:
+    async def _store(self, req: "_Lazy", final: Final) -> None:
         try:
-            await self.cache.put(req, final, "cloud")
+            local_req = req.get()
+        except EdgeError:
+            return  # a request only the cloud understands (images, n > 1…): nothing to cache
+        if not local_req.cache.write:
+            return
+        try:
+            await self.cache.put(local_req, final, "cloud")
         except Exception:
             log.exception("write-through to the cache failed; the cloud answer is still served")
 
@@ -141,6 +155,19 @@ class Gateway:
             await asyncio.wait(self._background, timeout=10)
         for u in self.upstreams:
             await u.close()
+
+
+class _Lazy:
+    """The internal request, built at most once and only when asked for."""
+
+    def __init__(self, build: Callable[[], Request]) -> None:
+        self._build = build
+        self._req: Request | None = None
+
+    def get(self) -> Request:
+        if self._req is None:
+            self._req = self._build()
+        return self._req
 
 
 def _cloud_headers(up: Upstream, upstream_headers: Any) -> dict[str, str]:

@@ -16,6 +16,11 @@ T = TypeVar("T")
 
 
 async def read_json(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
+    return (await read_json_raw(request, max_bytes))[1]
+
+
+async def read_json_raw(request: HttpRequest, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """The body as received (forwarded as is in gateway mode) and parsed."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
@@ -30,7 +35,7 @@ async def read_json(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    return data
+    return bytes(body), data
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

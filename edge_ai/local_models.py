@@ -72,6 +72,7 @@ class LocalModels:
                 n_threads=s.n_threads,
                 n_gpu_layers=s.n_gpu_layers,
                 max_queue=s.max_queue,
+                kv_unified=s.kv_unified,
             )
             self._by_path[key] = LocalModel(engine)
         return self._by_path[key]

@@ -17,7 +17,7 @@ from starlette.requests import Request as HttpRequest
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
 from edge_ai.errors import BadRequest, EdgeError
-from edge_ai.http import ClientGone, parse, read_json, until_disconnect
+from edge_ai.http import ClientGone, parse, read_json, read_json_raw, until_disconnect
 from edge_ai.request import CacheControl, Final, Reply, Request
 
 if TYPE_CHECKING:
@@ -84,25 +84,26 @@ def router(runtime: "Runtime") -> APIRouter:
     async def answer(req: Request) -> Reply:
         return await runtime.require().answer(req)
 
-    async def generate(http: HttpRequest, dialect: str, data: dict[str, Any], build: Callable[[], tuple[B, Request]]) -> Response | tuple[B, Reply]:
-        """Cloud first when gateway mode fronts this dialect, else (or on failure) the local answer policy."""
+    async def generate(
+        http: HttpRequest, dialect: str, raw: bytes, data: dict[str, Any], build: Callable[[], tuple[B, Request]]
+    ) -> Response | tuple[B, Reply]:
+        """Cloud first when gateway mode fronts this dialect, else (or on failure) the local answer policy.
+        The cloud gets the client's bytes as they came; the internal request is only built when needed
+        (a fallback, a mid-stream recovery, or the write-through after the answer went out), so a
+        healthy cloud costs no parsing on the response path, and a body only the cloud understands
+        still reaches it."""
         policy = runtime.require()
         gateway = runtime.gateway
-        if gateway is None or not gateway.serves(dialect):
-            body, req = build()
-            return body, await policy.answer(req)
-        try:  # a body the local path cannot take may still be fine for the cloud
-            body, req, problem = *build(), None
-        except EdgeError as exc:
-            body, req, problem = None, None, exc
-        result = await gateway.forward(dialect, data, req, dict(http.headers))
-        if isinstance(result, Response):
-            return result
-        if problem is not None or req is None:
-            raise problem or EdgeError("the cloud failed and the request cannot be answered locally")
-        reply = await policy.answer(req)
-        reply.headers["x-edge-fallback"] = result.reason
-        return body, reply
+        if gateway is not None and gateway.serves(dialect):
+            result = await gateway.forward(dialect, raw, data, lambda: build()[1], dict(http.headers))
+            if isinstance(result, Response):
+                return result
+            body, req = build()  # a request the local path cannot take gets its 4xx here
+            reply = await policy.answer(req)
+            reply.headers["x-edge-fallback"] = result.reason
+            return body, reply
+        body, req = build()
+        return body, await policy.answer(req)
 
     # ---- OpenAI ----------------------------------------------------------------------------
 
@@ -118,13 +119,13 @@ def router(runtime: "Runtime") -> APIRouter:
     @r.post("/v1/chat/completions")
     async def chat_completions(http: HttpRequest) -> Response:
         async def work() -> Response:
-            data = await read_json(http, max_body)
+            raw, data = await read_json_raw(http, max_body)
 
             def build() -> tuple[oa.ChatCompletionRequest, Request]:
                 body = parse(oa.ChatCompletionRequest, data)
                 return body, body.to_request(*_client_opts(http))
 
-            result = await generate(http, "openai", data, build)
+            result = await generate(http, "openai", raw, data, build)
             if isinstance(result, Response):
                 return result
             body, reply = result
@@ -180,13 +181,13 @@ def router(runtime: "Runtime") -> APIRouter:
     @r.post("/v1/messages")
     async def messages(http: HttpRequest) -> Response:
         async def work() -> Response:
-            data = await read_json(http, max_body)
+            raw, data = await read_json_raw(http, max_body)
 
             def build() -> tuple[an.MessagesRequest, Request]:
                 body = parse(an.MessagesRequest, data)
                 return body, body.to_request(*_client_opts(http))
 
-            result = await generate(http, "anthropic", data, build)
+            result = await generate(http, "anthropic", raw, data, build)
             if isinstance(result, Response):
                 return result
             body, reply = result

@@ -30,6 +30,7 @@ from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
 from edge_ai.engines.upstream import Upstream, UpstreamFailure
 from edge_ai.errors import EdgeError
+from edge_ai.hit import is_hit
 from edge_ai.http import parse
 from edge_ai.policy import AnswerPolicy
 from edge_ai.request import CacheControl, Final, Request
@@ -72,7 +73,7 @@ class WarmReport:
         return out
 
 
-def read_inputs(paths: list[Path], model: str, report: WarmReport) -> list[Item]:
+def read_inputs(paths: list[Path], model: str, report: WarmReport, max_tokens: int | None = None) -> list[Item]:
     items: list[Item] = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
@@ -82,14 +83,14 @@ def read_inputs(paths: list[Path], model: str, report: WarmReport) -> list[Item]
                 report.lines += 1
                 where = f"{path.name}:{n}"
                 try:
-                    items.append(_parse_line(raw, model, where))
+                    items.append(_parse_line(raw, model, where, max_tokens))
                 except (EdgeError, ValueError, TypeError) as exc:
                     msg = exc.message if isinstance(exc, EdgeError) else str(exc)
                     report.failures.append({"line": where, "reason": f"bad input: {msg}"})
     return items
 
 
-def _parse_line(raw: str, model: str, where: str) -> Item:
+def _parse_line(raw: str, model: str, where: str, max_tokens: int | None = None) -> Item:
     try:
         data: Any = json.loads(raw)
     except json.JSONDecodeError:
@@ -97,7 +98,9 @@ def _parse_line(raw: str, model: str, where: str) -> Item:
     if isinstance(data, str):
         if not data.strip():
             raise ValueError("empty prompt")
-        body = {"model": model, "messages": [{"role": "user", "content": data}]}
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": data}]}
+        if max_tokens:
+            body["max_tokens"] = max_tokens
         return Item(where, parse(oa.ChatCompletionRequest, body).to_request(CacheControl(), ""), body, "openai")
     if not isinstance(data, dict):
         raise ValueError("a line must be a JSON string or object")
@@ -145,10 +148,15 @@ class Warmer:
         self.threshold = cache.threshold if threshold is None else threshold
 
     async def run(self, items: list[Item], report: WarmReport, progress: Callable[[int], None] = lambda n: None) -> WarmReport:
-        for item in [i for i in items if i.answer is not None]:
-            await self.cache.put(item.req, item.answer, "import")
-            report.imported += 1
-            progress(1)
+        imports = [i for i in items if i.answer is not None]
+        for start in range(0, len(imports), 256):  # embedded in batches, stored one transaction each
+            chunk = imports[start : start + 256]
+            vecs = await self.cache.embedder.embed([i.req.query for i in chunk])
+            for item, vec in zip(chunk, vecs):
+                assert item.answer is not None
+                await self.cache.put(item.req, item.answer, "import", vec)
+                report.imported += 1
+                progress(1)
         todo = await self._dedupe([i for i in items if i.answer is None], report, progress)
         sem = asyncio.Semaphore(self.concurrency)
 
@@ -185,14 +193,15 @@ class Warmer:
             return unique
         vecs = await self.cache.embedder.embed([i.req.query for i in unique])
         kept: list[Item] = []
-        by_scope: dict[str, list[np.ndarray]] = {}
+        by_scope: dict[str, list[tuple[str, np.ndarray]]] = {}
         for item, vec in zip(unique, vecs):
             prior = by_scope.setdefault(item.req.scope_key(), [])
-            if prior and float(np.max(np.stack(prior) @ vec)) >= self.threshold:
+            # a near-duplicate is what a live lookup would take as a hit: same decision, vetoes included
+            if any(is_hit(float(v @ vec), q, item.req.query, self.threshold) for q, v in prior):
                 report.duplicates += 1
                 progress(1)
                 continue
-            prior.append(vec)
+            prior.append((item.req.query, vec))
             kept.append(item)
         return kept
 
@@ -213,11 +222,11 @@ class Warmer:
             if not up.breaker.allow():
                 return None
             try:
-                resp = await up.send(body, {})
+                resp, answer = await up.send(body, {})
                 up.breaker.success()
                 if not resp.is_success:
                     return None  # the cloud refuses this request: answer it locally
-                return (an if up.dialect == "anthropic" else oa).parse_response(resp.json())
+                return (an if up.dialect == "anthropic" else oa).parse_response(answer)
             except (UpstreamFailure, ValueError) as exc:
                 up.breaker.failure(str(exc))
                 wait = getattr(exc, "retry_after", None) or 0.5 * 2**attempt

@@ -81,14 +81,25 @@ def q(text: str) -> str:
     return f"{text} {uuid.uuid4().hex[:6]}"
 
 
+def wait_written(gateway, before: int) -> None:
+    """Write-through runs after the answer went out; wait until it has landed."""
+    for _ in range(100):
+        if gateway.status()["cache"]["entries"] > before:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the cloud answer was not written to the cache")
+
+
 def ask_claude(claude, question: str, **kw):
     raw = claude.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=12, messages=[{"role": "user", "content": question}], **kw)
     return raw.headers, raw.parse()
 
 
-def test_healthy_cloud_is_passed_through_and_written_to_the_cache(claude, healthy):
+def test_healthy_cloud_is_passed_through_and_written_to_the_cache(gateway, claude, healthy):
     question = q("What is a comet?")
+    before = gateway.status()["cache"]["entries"]
     h1, m1 = ask_claude(claude, question)
+    wait_written(gateway, before)
     assert h1["x-edge-source"] == "cloud" and h1["x-edge-upstream"] == "claude"
     assert m1.content[0].text == f"Cloud answer: {question}"
     healthy.set("status", code=500)
@@ -131,10 +142,12 @@ def test_short_429_is_retried_after_its_retry_after(claude, healthy):
     assert healthy.stats.requests - before == 2
 
 
-def test_openai_dialect_failover(gpt, healthy):
+def test_openai_dialect_failover(gateway, gpt, healthy):
     question = q("What is rain?")
+    before = gateway.status()["cache"]["entries"]
     r1 = gpt.chat.completions.with_raw_response.create(model="gpt-4o", max_tokens=12, messages=[{"role": "user", "content": question}])
     assert r1.headers["x-edge-source"] == "cloud"
+    wait_written(gateway, before)
     healthy.set("status", code=503)
     r2 = gpt.chat.completions.with_raw_response.create(model="gpt-4o", max_tokens=12, messages=[{"role": "user", "content": question}])
     assert r2.headers["x-edge-source"] == "cache"
@@ -194,11 +207,13 @@ def test_garbage_stream_event_is_recovered(claude, healthy):
     assert text.strip()
 
 
-def test_healthy_stream_is_written_through(claude, healthy):
+def test_healthy_stream_is_written_through(gateway, claude, healthy):
     question = q("What is snow?")
+    before = gateway.status()["cache"]["entries"]
     with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=12, messages=[{"role": "user", "content": question}]) as s:
         text = "".join(s.text_stream)
     assert text == f"Cloud answer: {question}"
+    wait_written(gateway, before)
     healthy.set("reset")
     h, m = ask_claude(claude, question)
     assert h["x-edge-source"] == "cache" and m.content[0].text == text
@@ -219,6 +234,15 @@ def test_breaker_opens_skips_the_cloud_and_recovers(gateway, claude, healthy):
     h, _ = ask_claude(claude, q("Ping"))
     assert h["x-edge-source"] == "cloud"
     assert {u["name"]: u for u in gateway.status()["upstreams"]}["claude"]["state"] == "closed"
+
+
+def test_a_body_only_the_cloud_takes_is_forwarded_unchanged(gpt, healthy):
+    """n > 1 is refused by the local path, but the cloud gets the client's request as it was."""
+    r = gpt.chat.completions.with_raw_response.create(model="gpt-4o", max_tokens=8, n=2, messages=[{"role": "user", "content": q("Hi")}])
+    assert r.headers["x-edge-source"] == "cloud"
+    healthy.set("status", code=500)
+    with pytest.raises(openai.BadRequestError):  # cloud down and not answerable locally: the local 400
+        gpt.chat.completions.create(model="gpt-4o", max_tokens=8, n=2, messages=[{"role": "user", "content": q("Hi")}])
 
 
 def test_connection_refused_falls_back(tmp_path):

@@ -188,6 +188,7 @@ class LLMEngine:
         n_threads: int = 0,
         n_gpu_layers: int = 0,
         max_queue: int = 64,
+        kv_unified: bool = False,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -213,7 +214,11 @@ class LLMEngine:
         cparams.n_seq_max = n_slots
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = False  # each slot attends over its own cells only
+        # Per-slot KV buffers (the default) keep each sequence's arithmetic independent of the others:
+        # greedy output is identical alone or in a batch. One unified buffer runs a step mixing decode
+        # tokens and prompt chunks as one ubatch instead of one per sequence: +20-40% tokens/s here,
+        # but results then depend on the batch in the last bits, and attention spans every slot's cells.
+        cparams.kv_unified = kv_unified
         # Sliding-window layers keep only their window: ~14% faster decoding at 16 slots than keeping
         # everything. A prefix is then reusable only while its window is still held (see _admit).
         cparams.swa_full = False

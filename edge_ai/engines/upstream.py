@@ -106,34 +106,42 @@ class Upstream:
             h["authorization"] = f"Bearer {key}" if key else client_headers.get("authorization", "")
         return h
 
-    def _body(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _content(self, body: dict[str, Any], raw: bytes | None) -> bytes:
+        """The client's bytes as they came, unless the model name is mapped for this upstream."""
         model = body.get("model")
-        return {**body, "model": self.cfg.model_map.get(model, model)} if isinstance(model, str) else body
+        if isinstance(model, str) and model in self.cfg.model_map:
+            return json.dumps({**body, "model": self.cfg.model_map[model]}).encode()
+        return raw if raw is not None else json.dumps(body).encode()
 
-    async def send(self, body: dict[str, Any], client_headers: dict[str, str]) -> httpx.Response:
-        """Non-streaming call. Returns a 2xx or non-retryable 4xx response; raises UpstreamFailure."""
+    async def send(self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None) -> tuple[httpx.Response, Any]:
+        """Non-streaming call: (a 2xx or non-retryable 4xx response, its parsed JSON); raises UpstreamFailure."""
+        headers = {**self._headers(client_headers), "content-type": "application/json"}
+        content = self._content(body, raw)
         for attempt in range(2):  # the second attempt only after a short 429 retry-after
             try:
                 async with asyncio.timeout(self.cfg.total_timeout):
-                    resp = await self._client.post(PATHS[self.dialect], json=self._body(body), headers=self._headers(client_headers))
+                    resp = await self._client.post(PATHS[self.dialect], content=content, headers=headers)
             except (httpx.HTTPError, TimeoutError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None
             if await self._should_retry(resp, attempt):
                 continue
             self._check_status(resp)
             try:
-                resp.json()
+                return resp, resp.json()
             except ValueError:
                 raise UpstreamFailure("malformed body from upstream") from None
-            return resp
         raise AssertionError("unreachable")
 
-    async def open_stream(self, body: dict[str, Any], client_headers: dict[str, str]) -> tuple[httpx.Response, AsyncIterator[StreamEvent]]:
+    async def open_stream(
+        self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None
+    ) -> tuple[httpx.Response, AsyncIterator[StreamEvent]]:
         """Streaming call: returns once the status and the first event are in (first-byte timeout)."""
         deadline = time.monotonic() + self.cfg.total_timeout
+        headers = {**self._headers(client_headers), "content-type": "application/json"}
+        content = self._content(body, raw)
         for attempt in range(2):
             try:
-                req = self._client.build_request("POST", PATHS[self.dialect], json=self._body(body), headers=self._headers(client_headers))
+                req = self._client.build_request("POST", PATHS[self.dialect], content=content, headers=headers)
                 resp = await self._client.send(req, stream=True)
             except (httpx.HTTPError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None

@@ -111,13 +111,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=32, help="requests per level (at least one per client)")
     ap.add_argument("--only", nargs="*", default=None, help="subset of: edge-ai llama-cpp-python llama-server")
+    ap.add_argument("--edge-args", default="", help="extra flags for edge-ai serve, e.g. --kv-unified")
     ap.add_argument("--reps", type=int, default=2, help="runs per level of edge-ai and llama-server, in ABBA order (averaged)")
     args = ap.parse_args()
     threads = str(os.cpu_count() or 2)
     slots = str(max(args.levels))
     servers = {
         "edge-ai": ([sys.executable, "-m", "edge_ai", "serve", "--n-slots", slots, "--n-ctx-slot", "4096", "--log-level", "warning",
-                     "--model", args.model, "--cache-dir", tempfile.mkdtemp(prefix="edge-bench-")], "/readyz", {"x-edge-cache": "off"}),
+                     "--model", args.model, "--cache-dir", tempfile.mkdtemp(prefix="edge-bench-"), *args.edge_args.split()],
+                    "/readyz", {"x-edge-cache": "off"}),
         # --interrupt_requests False: queue concurrent requests instead of cutting the running stream
         "llama-cpp-python": ([sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--n_ctx", "4096", "--n_threads", threads,
                               "--interrupt_requests", "False"],
