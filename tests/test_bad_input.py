@@ -94,3 +94,20 @@ def test_sdk_raises_bad_request(openai_client):
 def test_server_still_answers_after_bad_input(openai_client):
     r = openai_client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=4)
     assert r.choices[0].message.content is not None
+
+
+def test_strict_model_list_answers_unknown_names_with_404(tmp_path):
+    from tests.conftest import ROOT, Server
+
+    gguf = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'strict_models = true\n[model_map]\n"house-model" = "{gguf}"\n')
+    srv = Server(tmp_path / "cache", "--config", str(cfg)).start()
+    try:
+        ok = post(srv, "/v1/chat/completions", {**GOOD, "model": "house-model"})
+        assert ok.status_code == 200 and ok.json()["model"] == "house-model"
+        err = assert_envelope(post(srv, "/v1/chat/completions", {**GOOD, "model": "gpt-4o"}), 404, "model")
+        assert err["code"] == "model_not_found"
+        assert [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"]] == ["house-model"]
+    finally:
+        srv.stop()
