@@ -21,6 +21,17 @@ class Message:
     content: str
 
 
+def merge_turns(turns: list[Message]) -> list[Message]:
+    """Chat templates want alternating turns: join consecutive turns of one role."""
+    merged: list[Message] = []
+    for t in turns:
+        if merged and merged[-1].role == t.role:
+            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
+        else:
+            merged.append(t)
+    return merged
+
+
 @dataclass(frozen=True)
 class CacheControl:
     """From request headers: `x-edge-cache: no-read | no-write | off` and `x-edge-threshold: 0.95`

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
-from edge_ai.request import CacheControl, Final, Message, Request
+from edge_ai.request import CacheControl, Final, Message, Request, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ class MessagesRequest(_Wire):
         choice = (self.tool_choice or {}).get("type", "auto")
         if self.tools and choice in ("any", "tool"):
             raise BadRequest("the local model cannot be made to call a tool (tool_choice any/tool)")
-        turns = _merge([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages)])
+        turns = merge_turns([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages)])
         prefill = ""
         if turns and turns[-1].role == "assistant":  # assistant prefill: the answer continues from it
             prefill = turns.pop().content.rstrip()
@@ -130,16 +130,6 @@ def _content(content: str | list[dict[str, Any]], i: int) -> str:
         else:
             raise BadRequest(f"messages.{i}.content: block type '{kind}' is not supported by the local model")
     return "\n".join(parts)
-
-
-def _merge(turns: list[Message]) -> list[Message]:
-    merged: list[Message] = []
-    for t in turns:
-        if merged and merged[-1].role == t.role:
-            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
-        else:
-            merged.append(t)
-    return merged
 
 
 # ---- responses ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
-from edge_ai.request import CacheControl, Final, Message, Request
+from edge_ai.request import CacheControl, Final, Message, Request, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class ChatCompletionRequest(_Generation):
                 turns.append(Message("user", f"[tool result]\n{text}"))
             else:
                 turns.append(Message("user", text))
-        turns = _merge_turns(turns)
+        turns = merge_turns(turns)
         if not turns or turns[-1].role != "user":
             raise BadRequest("the last message must be from the user", param="messages")
         if not turns[-1].content.strip():
@@ -192,17 +192,6 @@ def _text(m: ChatMessage, i: int) -> str:
             )
         parts.append(part.text or "")
     return "\n".join(parts)
-
-
-def _merge_turns(turns: list[Message]) -> list[Message]:
-    """Chat templates want alternating turns: join consecutive turns of one role."""
-    merged: list[Message] = []
-    for t in turns:
-        if merged and merged[-1].role == t.role:
-            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
-        else:
-            merged.append(t)
-    return merged
 
 
 # ---- responses ----------------------------------------------------------------------------------
