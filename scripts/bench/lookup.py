@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -88,7 +87,6 @@ def main() -> None:
         g_qps = len(qs) / (time.perf_counter() - t)
         recall = np.mean([g.search(q, 1)[0][0] == tr for q, tr in zip(qs[:200], truth)])
         print(f"{n:>9} {'hnsw':<6} {g_build:>8.2f} {g_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {g_qps:>10.0f} {recall:>9.3f}", flush=True)
-        del ex, g, x
 
 
 if __name__ == "__main__":
