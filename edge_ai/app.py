@@ -8,14 +8,20 @@ import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
 
 from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
+from edge_ai.dialects import anthropic as an
+from edge_ai.dialects import openai as oa
 from edge_ai.engines.embedder import Embedder
 from edge_ai.errors import EdgeError
 from edge_ai.gateway import Gateway
+from edge_ai.http import JSONResponse
 from edge_ai.local_models import LocalModels
 from edge_ai.model_files import resolve_embedder
 from edge_ai.policy import AnswerPolicy
@@ -88,13 +94,16 @@ class Runtime:
             self.cache.close()
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> Starlette:
+    """Plain Starlette: FastAPI's dependency injection and middleware stack cost about a millisecond a
+    request, which is most of the gateway's proxy overhead (BENCHMARKS.md); every body is validated by
+    the dialect schemas anyway."""
     from edge_ai import routes
 
     runtime = Runtime(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loader = asyncio.get_running_loop().run_in_executor(None, runtime.load)
         yield
         await loader
@@ -102,16 +111,24 @@ def create_app(settings: Settings) -> FastAPI:
             await runtime.gateway.close()
         runtime.close()
 
-    app = FastAPI(title="edge-ai", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.runtime = runtime
+    async def healthz(http: HttpRequest) -> Response:
+        return JSONResponse({"status": "ok"})
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz(http: HttpRequest) -> Response:
         return JSONResponse(runtime.status(), status_code=200 if runtime.ready else 503)
 
-    app.include_router(routes.router(runtime))
+    async def http_error(http: HttpRequest, exc: Exception) -> Response:
+        """Unknown paths and wrong methods still answer in an API error envelope."""
+        assert isinstance(exc, HTTPException)
+        message = f"{http.method} {http.url.path}: {exc.detail}"
+        anthropic = http.url.path.startswith("/v1/messages")
+        body = an.error_body(exc.status_code, message) if anthropic else oa.error_body(exc.status_code, message)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    app = Starlette(
+        routes=[Route("/healthz", healthz), Route("/readyz", readyz), *routes.routes(runtime)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.runtime = runtime
     return app

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, AsyncIterator, Callable
 
-from fastapi.responses import Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Awaitable, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse as _StarletteJSON
 
 from edge_ai.errors import BadRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+
+
+class JSONResponse(_StarletteJSON):
+    """orjson renders several times faster than the standard library; answers are on the hot path."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 async def read_json(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
@@ -30,8 +38,8 @@ async def read_json_raw(request: HttpRequest, max_bytes: int) -> tuple[bytes, di
         if len(body) > max_bytes:
             raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")

@@ -10,14 +10,14 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import numpy as np
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request as HttpRequest
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
 from edge_ai.errors import BadRequest, EdgeError
-from edge_ai.http import ClientGone, parse, read_json, read_json_raw, until_disconnect
+from edge_ai.http import ClientGone, JSONResponse, parse, read_json, read_json_raw, until_disconnect
 from edge_ai.request import CacheControl, Final, Reply, Request
 
 if TYPE_CHECKING:
@@ -77,8 +77,9 @@ def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
     return cache, http.headers.get("x-edge-tenant", "")
 
 
-def router(runtime: "Runtime") -> APIRouter:
-    r = APIRouter()
+def routes(runtime: "Runtime") -> list[Route]:
+    """Plain Starlette routes: no dependency injection or per-route validation layer on the request path
+    (the bodies are validated by the dialect schemas, once)."""
     max_body = runtime.settings.max_body_bytes
 
     async def answer(req: Request) -> Reply:
@@ -107,8 +108,7 @@ def router(runtime: "Runtime") -> APIRouter:
 
     # ---- OpenAI ----------------------------------------------------------------------------
 
-    @r.get("/v1/models")
-    async def list_models() -> Response:
+    async def list_models(http: HttpRequest) -> Response:
         async def work() -> Response:
             now = int(time.time())
             names = runtime.require().models.names()
@@ -116,7 +116,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(oa, work)
 
-    @r.post("/v1/chat/completions")
     async def chat_completions(http: HttpRequest) -> Response:
         async def work() -> Response:
             raw, data = await read_json_raw(http, max_body)
@@ -135,7 +134,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(oa, work)
 
-    @r.post("/v1/completions")
     async def completions(http: HttpRequest) -> Response:
         async def work() -> Response:
             body = parse(oa.CompletionRequest, await read_json(http, max_body))
@@ -160,7 +158,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(oa, work)
 
-    @r.post("/v1/embeddings")
     async def embeddings(http: HttpRequest) -> Response:
         async def work() -> Response:
             runtime.require()
@@ -178,7 +175,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
     # ---- Anthropic -------------------------------------------------------------------------
 
-    @r.post("/v1/messages")
     async def messages(http: HttpRequest) -> Response:
         async def work() -> Response:
             raw, data = await read_json_raw(http, max_body)
@@ -196,7 +192,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(an, work)
 
-    @r.post("/v1/messages/count_tokens")
     async def count_tokens(http: HttpRequest) -> Response:
         async def work() -> Response:
             body = parse(an.CountTokensRequest, await read_json(http, max_body))
@@ -205,7 +200,14 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(an, work)
 
-    return r
+    return [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]
 
 
 def _vector(v: np.ndarray, fmt: str) -> Any:

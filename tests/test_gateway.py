@@ -13,7 +13,6 @@ import pytest
 from edge_ai.fake_cloud import FakeCloud
 from tests.conftest import Server
 
-
 COOLDOWN = 3.0  # longer than a few local answers take, so an open breaker stays open while tested
 
 

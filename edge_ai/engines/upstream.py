@@ -2,6 +2,9 @@
 
 Every way an outage shows itself becomes an `UpstreamFailure` with a short reason; the caller decides
 what to do with it (next upstream, then the local path).
+
+The client is aiohttp: a forwarded request costs about a third of the CPU it costs with httpx, and
+in gateway mode that cost is the proxy overhead every cloud answer pays (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from edge_ai.config import UpstreamConfig
 
@@ -71,6 +75,22 @@ class Breaker:
 
 
 @dataclass
+class CloudResponse:
+    """What the gateway needs of an upstream answer, whatever client fetched it."""
+
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+@dataclass
 class StreamEvent:
     """One server-sent event: `event` is empty for OpenAI streams; `raw` is what is relayed verbatim."""
 
@@ -88,8 +108,18 @@ class Upstream:
         self.name = cfg.name
         self.dialect = cfg.dialect
         self.breaker = breaker
-        timeout = httpx.Timeout(connect=cfg.connect_timeout, read=cfg.first_byte_timeout, write=cfg.connect_timeout, pool=cfg.connect_timeout)
-        self._client = httpx.AsyncClient(base_url=cfg.base_url.rstrip("/"), timeout=timeout)
+        self.url = cfg.base_url.rstrip("/") + PATHS[cfg.dialect]
+        # sock_read bounds the wait for the headers and every later read of a stream: the first-byte timeout
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout, sock_read=cfg.first_byte_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use: a session belongs to the event loop that runs it."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=True)
+        return self._session
 
     def _headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         h = {k: v for k, v in client_headers.items() if k in PASS_HEADERS}
@@ -104,6 +134,7 @@ class Upstream:
                 h["authorization"] = client_headers["authorization"]
         else:
             h["authorization"] = f"Bearer {key}" if key else client_headers.get("authorization", "")
+        h["content-type"] = "application/json"
         return h
 
     def _content(self, body: dict[str, Any], raw: bytes | None) -> bytes:
@@ -113,15 +144,16 @@ class Upstream:
             return json.dumps({**body, "model": self.cfg.model_map[model]}).encode()
         return raw if raw is not None else json.dumps(body).encode()
 
-    async def send(self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None) -> tuple[httpx.Response, Any]:
+    async def send(self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None) -> tuple[CloudResponse, Any]:
         """Non-streaming call: (a 2xx or non-retryable 4xx response, its parsed JSON); raises UpstreamFailure."""
-        headers = {**self._headers(client_headers), "content-type": "application/json"}
+        headers = self._headers(client_headers)
         content = self._content(body, raw)
         for attempt in range(2):  # the second attempt only after a short 429 retry-after
             try:
                 async with asyncio.timeout(self.cfg.total_timeout):
-                    resp = await self._client.post(PATHS[self.dialect], content=content, headers=headers)
-            except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                    async with self.session.post(self.url, data=content, headers=headers) as r:
+                        resp = CloudResponse(r.status, r.headers, await r.read())
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None
             if await self._should_retry(resp, attempt):
                 continue
@@ -134,37 +166,39 @@ class Upstream:
 
     async def open_stream(
         self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None
-    ) -> tuple[httpx.Response, AsyncIterator[StreamEvent]]:
+    ) -> tuple[CloudResponse, AsyncIterator[StreamEvent]]:
         """Streaming call: returns once the status and the first event are in (first-byte timeout)."""
         deadline = time.monotonic() + self.cfg.total_timeout
-        headers = {**self._headers(client_headers), "content-type": "application/json"}
+        headers = self._headers(client_headers)
         content = self._content(body, raw)
         for attempt in range(2):
             try:
-                req = self._client.build_request("POST", PATHS[self.dialect], content=content, headers=headers)
-                resp = await self._client.send(req, stream=True)
-            except (httpx.HTTPError, OSError) as exc:
+                r = await self.session.post(self.url, data=content, headers=headers)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None
-            if resp.status_code >= 400:
-                await resp.aread()
-                await resp.aclose()
+            if r.status >= 400:
+                try:
+                    resp = CloudResponse(r.status, r.headers, await r.read())
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    raise UpstreamFailure(_describe(exc)) from None
+                finally:
+                    r.release()
                 if await self._should_retry(resp, attempt):
                     continue
                 self._check_status(resp)
                 return resp, _no_events()
-            events = _sse_events(resp, deadline)
+            events = _sse_events(r, deadline)
             try:
                 first = await events.__anext__()
             except StopAsyncIteration:
-                await resp.aclose()
                 raise UpstreamFailure("stream closed before its first event") from None
-            except UpstreamFailure:
-                await resp.aclose()
+            except BaseException:
+                await events.aclose()
                 raise
-            return resp, _prepend(first, events)
+            return CloudResponse(r.status, r.headers, b""), _prepend(first, events)
         raise AssertionError("unreachable")
 
-    async def _should_retry(self, resp: httpx.Response, attempt: int) -> bool:
+    async def _should_retry(self, resp: CloudResponse, attempt: int) -> bool:
         if resp.status_code != 429 or attempt > 0:
             return False
         wait = _retry_after(resp)
@@ -173,7 +207,7 @@ class Upstream:
         await asyncio.sleep(wait)
         return True
 
-    def _check_status(self, resp: httpx.Response) -> None:
+    def _check_status(self, resp: CloudResponse) -> None:
         if resp.status_code in RETRYABLE:
             kind = ""
             try:
@@ -183,16 +217,18 @@ class Upstream:
             raise UpstreamFailure(f"http {resp.status_code}{' ' + kind if kind else ''}", _retry_after(resp))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
-async def _sse_events(resp: httpx.Response, deadline: float) -> AsyncIterator[StreamEvent]:
+async def _sse_events(resp: aiohttp.ClientResponse, deadline: float) -> AsyncIterator[StreamEvent]:
     """Parse an SSE body; every way it can break becomes UpstreamFailure."""
     event, data = "", []
     try:
-        async for line in resp.aiter_lines():
+        async for raw_line in resp.content:
             if time.monotonic() > deadline:
                 raise UpstreamFailure("total timeout")
+            line = raw_line.decode("utf-8", "replace").rstrip("\r\n")
             if line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("data:"):
@@ -206,10 +242,10 @@ async def _sse_events(resp: httpx.Response, deadline: float) -> AsyncIterator[St
                         raise UpstreamFailure("malformed stream event") from None
                 yield StreamEvent(event, payload)
                 event, data = "", []
-    except (httpx.HTTPError, OSError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise UpstreamFailure(f"stream broken: {_describe(exc)}") from None
     finally:
-        await resp.aclose()
+        resp.release()
 
 
 async def _prepend(first: StreamEvent, rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
@@ -223,7 +259,7 @@ async def _no_events() -> AsyncIterator[StreamEvent]:
     yield  # pragma: no cover
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def _retry_after(resp: CloudResponse) -> float | None:
     value = resp.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -232,14 +268,15 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
+    # aiohttp's timeouts are TimeoutErrors too: the specific ones first
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return "connect timeout"
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return "first-byte timeout"
     if isinstance(exc, TimeoutError):
         return "total timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection refused"
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError, ConnectionError)):
         return "connection reset"
     return type(exc).__name__
