@@ -129,6 +129,10 @@ class StopMatcher:
         return out
 
 
+# A request goes to a slot away from the packed low ones only when that slot's KV saves at least this
+# many prompt tokens: an extra ubatch costs ~20% of a step for the request's whole life, 64+ steps here.
+REUSE_OVER_PACKING = 128
+
 @dataclass
 class Slot:
     id: int
@@ -197,6 +201,7 @@ class LLMEngine:
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = n_batch
         self.max_queue = max_queue
+        self.kv_unified = kv_unified
         threads = n_threads or os.cpu_count() or 1
 
         mparams = ll.llama_model_default_params()
@@ -357,8 +362,7 @@ class LLMEngine:
             task = self._waiting.popleft()
             if task.cancelled:
                 continue
-            slot, keep = max(((s, _common_prefix(s.cache_tokens, task.tokens)) for s in free), key=lambda x: x[1])
-            keep = min(keep, len(task.tokens) - 1)  # the last prompt token is re-run to get logits
+            slot, keep = self._place(free, task.tokens)
             if not self._window_held(slot.id, keep) or not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
                 ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
                 keep = 0
@@ -370,6 +374,19 @@ class LLMEngine:
             slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             slot.matcher = StopMatcher(task.params.stop)
             slot.sampler = None if task.params.greedy else _make_sampler(task.params)
+
+    def _place(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
+        """The lowest free slot, unless another one holds a prefix long enough to be worth more.
+
+        With per-slot KV, llama.cpp runs a step as one ubatch only over consecutive sequence ids
+        (`split_equal(sequential)`): every gap in the busy slots costs one more pass through the whole
+        model on every step of the request's life. Packing requests into the lowest slots keeps the
+        busy set contiguous; a slot elsewhere is taken only for a long reusable prefix (earlier turns)."""
+        reuse = [min(_common_prefix(s.cache_tokens, tokens), len(tokens) - 1) for s in free]  # last token re-runs for logits
+        best = max(range(len(free)), key=lambda i: reuse[i])
+        if self.kv_unified or reuse[best] >= reuse[0] + REUSE_OVER_PACKING:
+            return free[best], reuse[best]
+        return free[0], reuse[0]
 
     def _window_held(self, seq: int, keep: int) -> bool:
         """A sliding-window cache drops old cells; continuing at `keep` needs the window before it."""
@@ -383,36 +400,40 @@ class LLMEngine:
                 self._release(slot)
 
     def _step(self) -> None:
-        n = 0
-        rows: list[tuple[Slot, int]] = []
+        # what each busy slot puts into this step: its pending token, or a prompt chunk (the token
+        # budget goes to the oldest admissions first)
+        work: list[tuple[Slot, list[int], int]] = []  # (slot, tokens, first position)
+        budget = self.n_batch
         active = sorted((s for s in self.slots if not s.free), key=lambda s: s.started)
-        for slot in active:  # one token for every decoding sequence
+        for slot in active:
             if slot.pending is not None:
-                self._put(n, slot.pending, len(slot.cache_tokens), slot.id, True)
-                slot.cache_tokens.append(slot.pending)
+                work.append((slot, [slot.pending], len(slot.cache_tokens)))
                 slot.pending = None
-                rows.append((slot, n))
-                n += 1
-        for slot in active:  # then prompt chunks, oldest admission first
+                budget -= 1
+        for slot in active:
             assert slot.task is not None
             todo = len(slot.task.tokens) - slot.n_prefilled
-            if todo <= 0:
+            if todo <= 0 or budget <= 0:
                 continue
-            take = min(todo, self.n_batch - n)
-            if take <= 0:
-                break
-            chunk = slot.task.tokens[slot.n_prefilled : slot.n_prefilled + take]
-            pos0 = slot.n_prefilled
-            self._b_token[n : n + take] = chunk
+            take = min(todo, budget)
+            work.append((slot, slot.task.tokens[slot.n_prefilled : slot.n_prefilled + take], slot.n_prefilled))
+            slot.n_prefilled += take
+            self.stats.prompt_tokens += take
+            budget -= take
+        # written in sequence-id order: llama.cpp groups consecutive ids into one ubatch
+        n = 0
+        rows: list[tuple[Slot, int]] = []
+        for slot, tokens, pos0 in sorted(work, key=lambda w: w[0].id):
+            take = len(tokens)
+            self._b_token[n : n + take] = tokens
             self._b_pos[n : n + take] = np.arange(pos0, pos0 + take)
             self._b_logits[n : n + take] = 0
             for i in range(n, n + take):
                 self._b_seq[i][0] = slot.id
-            slot.cache_tokens.extend(chunk)
-            slot.n_prefilled += take
-            self.stats.prompt_tokens += take
+            slot.cache_tokens.extend(tokens)
             n += take
-            if slot.n_prefilled == len(slot.task.tokens):
+            assert slot.task is not None
+            if len(slot.cache_tokens) >= len(slot.task.tokens):  # a generated token, or the prompt's last chunk
                 self._b_logits[n - 1] = 1
                 rows.append((slot, n - 1))
         if n == 0:
@@ -427,12 +448,6 @@ class LLMEngine:
             raise EngineError(f"llama_decode returned {rc}")
         for slot, row in rows:
             self._sample(slot, row)
-
-    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
-        self._b_token[i] = token
-        self._b_pos[i] = pos
-        self._b_seq[i][0] = seq
-        self._b_logits[i] = logits
 
     def _sample(self, slot: Slot, row: int) -> None:
         task = slot.task
