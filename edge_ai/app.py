@@ -78,6 +78,8 @@ class Runtime:
             body["error"] = self.error
         if self.models is not None:
             body["models"] = {m.name: m.engine.load() for m in self.models.all()}
+        if self.embedder is not None:
+            body["embedder"] = self.embedder.stats()
         if self.cache is not None:
             body["cache"] = self.cache.stats()
         if self.gateway is not None:

@@ -94,7 +94,10 @@ class Request:
         }
 
     def scope_key(self) -> str:
-        return _digest(json.dumps(self.scope(), sort_keys=True, ensure_ascii=False))
+        key = self.__dict__.get("_scope_key")  # computed once: lookup, store and index all ask
+        if key is None:
+            key = self.__dict__["_scope_key"] = _digest(json.dumps(self.scope(), sort_keys=True, ensure_ascii=False))
+        return key
 
     def exact_key(self) -> str:
         """Key of an identical request: the exact-match path needs no embedding."""

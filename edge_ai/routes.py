@@ -68,7 +68,10 @@ async def _respond(
     if stream is not None:
         body = _in_band_errors(dialect, stream)
         return StreamingResponse(body, media_type="text/event-stream", headers=reply.response_headers())
-    final = await until_disconnect(http, reply.collect())
+    if reply.source == "cache":  # already complete: nothing to cancel if the client leaves
+        final = await reply.collect()
+    else:
+        final = await until_disconnect(http, reply.collect())
     return JSONResponse(render(final), headers=reply.response_headers())
 
 

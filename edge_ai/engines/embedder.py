@@ -46,6 +46,7 @@ class Embedder:
         self.dim = int(self.model.get_embedding_dimension())
         self.max_batch, self.max_tokens, self.max_wait_s, self.max_queue = max_batch, max_tokens, max_wait_s, max_queue
         self.batches = 0
+        self.texts = 0
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -92,6 +93,9 @@ class Embedder:
     async def embed_one(self, text: str) -> np.ndarray:
         return (await self.embed([text]))[0]
 
+    def stats(self) -> dict[str, int]:
+        return {"batches": self.batches, "texts": self.texts, "queued": len(self._pending), "max_queue": self.max_queue}
+
     def close(self) -> None:
         with self._cond:
             self._stopping = True
@@ -129,6 +133,7 @@ class Embedder:
             try:
                 vecs, counts = self._forward([i.text for i in batch])
                 self.batches += 1
+                self.texts += len(batch)
                 for item, vec, n in zip(batch, vecs, counts):
                     item.loop.call_soon_threadsafe(_resolve, item.future, (vec, int(n)))
             except Exception as exc:  # a failed batch fails its callers, not the worker

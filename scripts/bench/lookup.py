@@ -1,6 +1,7 @@
 """Vector lookup at 10k / 100k / 1M entries (384-d): exact numpy search vs the HNSW graph edge-ai uses
-past ANN_MIN entries. Reports build time, memory, p50/p99 single-query latency, batched queries/s and
-recall@1 of the graph against exact search.
+past ANN_MIN entries. Reports build time, memory, p50/p99 single-query latency (k=4, as the cache asks),
+batched queries/s, and recall@1 against exact search two ways: the graph's own top 1, and what the cache
+gets (the graph's top 4 re-scored exactly from the stored vectors).
 
 Vectors: unit-normalised clustered Gaussians (queries are perturbed copies of stored vectors, as a
 paraphrase is of its origin), which is harder for a graph than real sentence embeddings' neighbourhoods.
@@ -57,10 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--recall-queries", type=int, default=500, help="queries whose exact answer is computed for recall")
+    ap.add_argument("--ef", type=int, default=None, help="override the graph's expansion_search")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"{os.cpu_count()} CPUs, dim {DIM}, {args.queries} queries")
-    print(f"{'n':>9} {'index':<6} {'build s':>8} {'MB':>7} {'p50 ms':>8} {'p99 ms':>8} {'batch q/s':>10} {'recall@1':>9}")
+    print(f"{'n':>9} {'index':<6} {'build s':>8} {'MB':>7} {'p50 ms':>8} {'p99 ms':>8} {'batch q/s':>10} {'recall@1':>9} {'re-ranked':>9}")
     for n in args.sizes:
         x, qs, _ = data(n, args.queries, rng)
         ids = [str(i) for i in range(n)]
@@ -71,22 +74,31 @@ def main() -> None:
         ex.vecs[:] = x
         ex.ids, ex.pos = ids, {i: k for k, i in enumerate(ids)}
         ex_build, ex_mb = time.perf_counter() - t, rss_mb() - base
-        truth = [ex.search(q, 1)[0][0] for q in qs[:200]]
+        rq = qs[: args.recall_queries]
+        truth = [ex.search(q, 1)[0][0] for q in rq]
         p50, p99 = lat(lambda q: ex.search(q, 4), qs[:200])
         t = time.perf_counter()
         _ = ex.vecs @ qs.T  # batched: one matrix product for all queries
         ex_qps = len(qs) / (time.perf_counter() - t)
-        print(f"{n:>9} {'exact':<6} {ex_build:>8.2f} {ex_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {ex_qps:>10.0f} {1.0:>9.3f}", flush=True)
+        print(f"{n:>9} {'exact':<6} {ex_build:>8.2f} {ex_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {ex_qps:>10.0f} {1.0:>9.3f} {1.0:>9.3f}", flush=True)
         base = rss_mb()
         t = time.perf_counter()
         g = _Graph(DIM, ex)
         g_build, g_mb = time.perf_counter() - t, rss_mb() - base
+        if args.ef:
+            g.index.expansion_search = args.ef
         p50, p99 = lat(lambda q: g.search(q, 4), qs)
         t = time.perf_counter()
         g.index.search(qs, 4)
         g_qps = len(qs) / (time.perf_counter() - t)
-        recall = np.mean([g.search(q, 1)[0][0] == tr for q, tr in zip(qs[:200], truth)])
-        print(f"{n:>9} {'hnsw':<6} {g_build:>8.2f} {g_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {g_qps:>10.0f} {recall:>9.3f}", flush=True)
+        recall = np.mean([g.search(q, 1)[0][0] == tr for q, tr in zip(rq, truth)])
+        reranked = np.mean([rerank(ex, g.search(q, 4), q) == tr for q, tr in zip(rq, truth)])
+        print(f"{n:>9} {'hnsw':<6} {g_build:>8.2f} {g_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {g_qps:>10.0f} {recall:>9.3f} {reranked:>9.3f}", flush=True)
+
+
+def rerank(ex: _Exact, found: list[tuple[str, float]], q: np.ndarray) -> str:
+    """What the cache does with the graph's candidates: exact cosine from the stored vector decides."""
+    return max(found, key=lambda f: float(ex.vecs[ex.pos[f[0]]] @ q))[0]
 
 
 if __name__ == "__main__":
