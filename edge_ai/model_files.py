@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_ai.config import Settings
+    from edge_ai.engines.embedder import Embedder
 
 
 def default_gguf(models_dir: str | Path) -> Path:
@@ -31,3 +36,14 @@ def resolve_embedder(path: str) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"embedder directory not found: {p}")
     return p
+
+
+def open_embedder(settings: "Settings") -> "Embedder":
+    """The configured embedder on the configured backend; its ONNX export is kept under models_dir."""
+    from edge_ai.engines.embedder import Embedder
+
+    return Embedder(
+        resolve_embedder(settings.embedder),
+        backend=settings.embedder_backend,
+        export_dir=Path(settings.models_dir) / "embedders",
+    )

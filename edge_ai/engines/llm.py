@@ -220,9 +220,9 @@ class LLMEngine:
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         # Per-slot KV buffers (the default) keep each sequence's arithmetic independent of the others:
-        # greedy output is identical alone or in a batch. One unified buffer runs a step mixing decode
-        # tokens and prompt chunks as one ubatch instead of one per sequence: +20-40% tokens/s here,
-        # but results then depend on the batch in the last bits, and attention spans every slot's cells.
+        # greedy output is identical alone or in a batch. They need each step's sequences consecutive
+        # and in order to run as one ubatch (see _place and _step); then a unified buffer, whose results
+        # depend on the batch in the last bits, is no faster (BENCHMARKS.md).
         cparams.kv_unified = kv_unified
         # Sliding-window layers keep only their window: ~14% faster decoding at 16 slots than keeping
         # everything. A prefix is then reusable only while its window is still held (see _admit).
@@ -354,7 +354,7 @@ class LLMEngine:
                 self._release(slot, error=EngineError("engine stopped"))
 
     def _admit(self) -> None:
-        """Move waiting tasks into free slots, each into the slot whose KV shares its longest prefix."""
+        """Move waiting tasks into free slots (see _place), reusing the KV of the prefix they share."""
         while self._waiting:
             free = [s for s in self.slots if s.free]
             if not free:

@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--recall-queries", type=int, default=500, help="queries whose exact answer is computed for recall")
-    ap.add_argument("--ef", type=int, default=None, help="override the graph's expansion_search")
+    ap.add_argument("--ef", type=int, nargs="*", default=[], help="also measure the graph with these expansion_search values")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"{os.cpu_count()} CPUs, dim {DIM}, {args.queries} queries")
@@ -85,15 +85,16 @@ def main() -> None:
         t = time.perf_counter()
         g = _Graph(DIM, ex)
         g_build, g_mb = time.perf_counter() - t, rss_mb() - base
-        if args.ef:
-            g.index.expansion_search = args.ef
-        p50, p99 = lat(lambda q: g.search(q, 4), qs)
-        t = time.perf_counter()
-        g.index.search(qs, 4)
-        g_qps = len(qs) / (time.perf_counter() - t)
-        recall = np.mean([g.search(q, 1)[0][0] == tr for q, tr in zip(rq, truth)])
-        reranked = np.mean([rerank(ex, g.search(q, 4), q) == tr for q, tr in zip(rq, truth)])
-        print(f"{n:>9} {'hnsw':<6} {g_build:>8.2f} {g_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {g_qps:>10.0f} {recall:>9.3f} {reranked:>9.3f}", flush=True)
+        for ef in [g.index.expansion_search, *args.ef]:  # one build, several search widths
+            g.index.expansion_search = ef
+            p50, p99 = lat(lambda q: g.search(q, 4), qs)
+            t = time.perf_counter()
+            g.index.search(qs, 4)
+            g_qps = len(qs) / (time.perf_counter() - t)
+            recall = np.mean([g.search(q, 1)[0][0] == tr for q, tr in zip(rq, truth)])
+            reranked = np.mean([rerank(ex, g.search(q, 4), q) == tr for q, tr in zip(rq, truth)])
+            name = f"hnsw{ef}"
+            print(f"{n:>9} {name:<6} {g_build:>8.2f} {g_mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {g_qps:>10.0f} {recall:>9.3f} {reranked:>9.3f}", flush=True)
 
 
 def rerank(ex: _Exact, found: list[tuple[str, float]], q: np.ndarray) -> str:
