@@ -57,34 +57,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="the embedder backend measured (server and offline)")
     args = ap.parse_args()
     texts = sentences(args.n)
-    emb = Embedder(resolve_embedder(""))
+    emb = Embedder(resolve_embedder(""), backend=args.backend, export_dir=ROOT / "models" / "embedders")
     emb.encode(texts[:64])
-    t = time.perf_counter()
-    for s in texts[:256]:
-        emb.model.encode([s])
-    one = 256 / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        emb._forward(texts[i : i + 64])
-    batched = len(texts) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    emb.encode(texts)  # what offline tools use: length-sorted passes
-    sorted_rate = len(texts) / (time.perf_counter() - t)
+    rates: dict[str, float] = {}
+
+    def rate(name: str, n: int, work) -> None:
+        t = time.perf_counter()
+        work()
+        rates[name] = n / (time.perf_counter() - t)
+
+    rate("one at a time, sentence-transformers encode (torch)", 256, lambda: [emb.model.encode([s]) for s in texts[:256]])
+    rate(f"one at a time, {emb.backend}", 256, lambda: [emb._forward([s]) for s in texts[:256]])
+    rate(f"batched bs=64 in order, {emb.backend}", len(texts), lambda: [emb._forward(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    rate(f"length-sorted passes of {emb.pass_size}, {emb.backend}", len(texts), lambda: emb.encode(texts))
     emb.close()
-    srv = Server(Path(tempfile.mkdtemp()) / "cache", "--log-level", "warning").start()
+    srv = Server(Path(tempfile.mkdtemp()) / "cache", "--log-level", "warning", "--embedder-backend", args.backend).start()
     try:
         asyncio.run(http_rate(srv.url, texts[:128], args.clients))  # warm
         http = asyncio.run(http_rate(srv.url, texts, args.clients))
     finally:
         srv.stop()
     print(f"embeddings, {len(texts)} QQP sentences, {os.cpu_count()} CPUs, all-MiniLM-L6-v2")
-    print(f"one at a time (offline):        {one:7.1f} sentences/s")
-    print(f"batched bs=64 (offline):        {batched:7.1f} sentences/s")
-    print(f"sorted passes of {emb.pass_size} (offline):  {sorted_rate:7.1f} sentences/s")
-    print(f"HTTP, {args.clients} concurrent clients:     {http:7.1f} sentences/s  "
-          f"= {http / one:.2f}x one-at-a-time, {http / batched:.2f}x offline batched, {http / sorted_rate:.2f}x offline sorted")
+    print(f"{'mode':<66}{'sentences/s':>12}{'HTTP is':>10}")
+    for name, r in rates.items():
+        print(f"{name + ' (offline)':<66}{r:>12.1f}{http / r:>9.2f}x")
+    print(f"{f'HTTP /v1/embeddings, {args.clients} concurrent clients, {args.backend}':<66}{http:>12.1f}")
 
 
 if __name__ == "__main__":
