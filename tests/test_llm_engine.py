@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from edge_ai.chat_template import gemma_prompt
-from edge_ai.engines.llm import LLMEngine, SamplingParams, StopMatcher
+from edge_ai.engines.llm import REUSE_OVER_PACKING, LLMEngine, SamplingParams, Slot, StopMatcher
 from edge_ai.errors import ContextOverflow, Overloaded
 from edge_ai.model_files import default_gguf
 from edge_ai.request import Final, Message
@@ -195,3 +195,13 @@ def test_prefix_reuse_is_refused_when_the_sliding_window_is_gone():
         assert run(go(short)) == cold
     finally:
         eng.close()
+
+
+def test_requests_pack_into_the_lowest_free_slot_unless_a_long_prefix_waits_elsewhere(engine):
+    """Per-slot KV runs a step as one pass only over consecutive sequence ids, so requests fill the lowest
+    free slot; another slot is worth it only when its KV saves REUSE_OVER_PACKING prompt tokens."""
+    low, far = Slot(2, cache_tokens=[7, 8, 9]), Slot(5, cache_tokens=list(range(400)))
+    short_overlap = list(range(REUSE_OVER_PACKING // 2)) + [9999]
+    assert engine._place([low, far], short_overlap) == (low, 0)
+    long_overlap = list(range(REUSE_OVER_PACKING + 10)) + [9999]
+    assert engine._place([low, far], long_overlap) == (far, REUSE_OVER_PACKING + 10)

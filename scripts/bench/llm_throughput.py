@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="subset of: edge-ai llama-cpp-python llama-server")
     ap.add_argument("--edge-args", default="", help="extra flags for edge-ai serve, e.g. --kv-unified")
     ap.add_argument("--reps", type=int, default=2, help="runs per level of edge-ai and llama-server, in ABBA order (averaged)")
+    ap.add_argument("--reps-all", action="store_true", help="llama-cpp-python's server too takes part in every ABBA round")
     args = ap.parse_args()
     threads = str(os.cpu_count() or 2)
     slots = str(max(args.levels))
@@ -144,10 +145,11 @@ def main() -> None:
             results[name] = {c: [] for c in args.levels}
         for c in args.levels:
             per = max(1, args.requests // c)
-            # ABBA order for the servers compared repeatedly, so drift of the machine hits both alike
-            fast = [n for n in procs if n != "llama-cpp-python"]
+            # ABBA order, so drift of the machine hits every server alike; llama-cpp-python's serial server
+            # is slow at high concurrency, so it runs once unless --reps-all
+            fast = [n for n in procs if n != "llama-cpp-python" or args.reps_all]
             order = [n for rep in range(args.reps) for n in (fast if rep % 2 == 0 else fast[::-1])]
-            order += ["llama-cpp-python"] if "llama-cpp-python" in procs else []
+            order += ["llama-cpp-python"] if "llama-cpp-python" in procs and not args.reps_all else []
             for name in order:
                 _, url, headers = procs[name]
                 r = run_level(url, c, per, args.tokens, headers, f"{name}{c}{len(results[name][c])}")
