@@ -68,7 +68,9 @@ class _Graph:
     def __init__(self, dim: int, exact: _Exact | None = None) -> None:
         from usearch.index import Index
 
-        self.index = Index(ndim=dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=96)
+        # ef_search 192: recall@1 1.000 at 1M entries (0.958 at 96) for p50 2.4 ms instead of 1.2 ms;
+        # a semantic lookup already pays 8+ ms to embed, and a missed neighbour is a missed hit
+        self.index = Index(ndim=dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=192)
         self.key: dict[str, int] = {}
         self.id_of: dict[int, str] = {}
         self._next = 0
