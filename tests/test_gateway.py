@@ -127,7 +127,8 @@ def test_each_failure_is_answered_locally(claude, healthy, mode, kw, reason):
     h, m = ask_claude(claude, q("Name a planet."))
     assert h["x-edge-source"] in ("local", "cache")
     assert reason in h["x-edge-fallback"]
-    assert m.content[0].text.strip()
+    # an answer was made locally (the packaged base model may answer with whitespace: its text is not judged)
+    assert m.content[0].type == "text" and m.content[0].text and m.usage.output_tokens > 0
     healthy.set("healthy")
     h, _ = ask_claude(claude, q("Name a star."))  # a success closes the breaker's count again
     assert h["x-edge-source"] == "cloud"
@@ -203,7 +204,8 @@ def test_garbage_stream_event_is_recovered(claude, healthy):
     healthy.set("garbage")
     with claude.messages.stream(model="m", max_tokens=12, messages=[{"role": "user", "content": q("Hello")}]) as s:
         text = "".join(s.text_stream)
-    assert text.strip()
+        final = s.get_final_message()
+    assert text and final.content[0].text == text and final.usage.output_tokens > 0
 
 
 def test_healthy_stream_is_written_through(gateway, claude, healthy):
