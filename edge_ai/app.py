@@ -23,7 +23,7 @@ from edge_ai.errors import EdgeError
 from edge_ai.gateway import Gateway
 from edge_ai.http import JSONResponse
 from edge_ai.local_models import LocalModels
-from edge_ai.model_files import open_embedder
+from edge_ai.model_files import open_embedder, open_judge
 from edge_ai.policy import AnswerPolicy
 
 log = logging.getLogger("edge_ai")
@@ -51,7 +51,7 @@ class Runtime:
         s = self.settings
         try:
             self.embedder = open_embedder(s)
-            self.cache = SemanticCache.open(s.cache_dir, self.embedder, s.cache_threshold, s.cache_ttl)
+            self.cache = SemanticCache.open(s.cache_dir, self.embedder, open_judge(s), s.cache_threshold, s.cache_ttl)
             self.models = LocalModels(s)
             self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens)
             if s.upstreams:

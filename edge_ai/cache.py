@@ -13,7 +13,7 @@ import numpy as np
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.store import Entry, Store
-from edge_ai.hit import is_hit
+from edge_ai.hit import HitJudge
 from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.cache")
@@ -40,10 +40,11 @@ def serves(entry: Entry, req: Request) -> bool:
 
 
 class SemanticCache:
-    def __init__(self, store: Store, embedder: Embedder, threshold: float) -> None:
+    def __init__(self, store: Store, embedder: Embedder, judge: HitJudge, threshold: float | None = None) -> None:
         self.store = store
         self.embedder = embedder
-        self.threshold = threshold
+        self.judge = judge
+        self.threshold = judge.model.threshold if threshold is None else threshold
         self.index = VectorIndex(embedder.dim)
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
         self._generation = -1
@@ -51,8 +52,9 @@ class SemanticCache:
         self._syncing: asyncio.Future[int] | None = None
 
     @classmethod
-    def open(cls, directory: str | Path, embedder: Embedder, threshold: float, ttl: float | None) -> "SemanticCache":
-        cache = cls(Store(directory, ttl), embedder, threshold)
+    def open(cls, directory: str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
+             ttl: float | None = None) -> "SemanticCache":
+        cache = cls(Store(directory, ttl), embedder, judge, threshold)
         cache.load()
         return cache
 
@@ -90,15 +92,16 @@ class SemanticCache:
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
+        floor = self.judge.model.min_similarity
         for id_, approx in self.index.search(req.scope_key(), vec, k=4):
-            if approx < limit - 0.01:  # a graph's f16 distances are approximate: re-scored below
+            if approx < floor - 0.01:  # a graph's f16 distances are approximate: re-scored below
                 break
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
                 self.index.remove(id_)
                 continue
             sim = float(entry.vec() @ vec)
-            if serves(entry, req) and is_hit(sim, entry.query, req.query, limit):
+            if serves(entry, req) and self.judge.is_hit(sim, entry.query, req.query, limit):
                 self.hits["semantic"] += 1
                 return Lookup(Hit(entry, sim, False), vec)
         self.hits["miss"] += 1

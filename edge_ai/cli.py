@@ -47,7 +47,8 @@ def serve(
     ),
     cache_dir: Optional[str] = typer.Option(None, help="On-disk cache directory.", envvar=_env("cache_dir"), show_default="cache"),
     cache_threshold: Optional[float] = typer.Option(
-        None, help="Cosine similarity a cached prompt needs to answer a new one.", envvar=_env("cache_threshold"), show_default="0.90"
+        None, help="Least semantic-hit score: cosine similarity less the hit model's penalties.",
+        envvar=_env("cache_threshold"), show_default="the hit model's",
     ),
     cache_ttl: Optional[float] = typer.Option(None, help="Seconds a cache entry lives [default: forever].", envvar=_env("cache_ttl")),
     n_slots: Optional[int] = typer.Option(
@@ -300,17 +301,20 @@ eval_app = typer.Typer(help="Measure the production cache-hit decision on labell
 app.add_typer(eval_app, name="eval")
 
 
-def _embedder(config: Optional[Path]):
-    from edge_ai.model_files import open_embedder
+def _judge(config: Optional[Path], threshold: Optional[float]):
+    """The production embedder and hit decision, and the threshold to measure at."""
+    from edge_ai.model_files import open_embedder, open_judge
 
     s = Settings.load(config)
-    return open_embedder(s), s.cache_threshold
+    embedder = open_embedder(s)
+    judge = open_judge(s)
+    return embedder, judge, next(t for t in (threshold, s.cache_threshold, judge.model.threshold) if t is not None)
 
 
 @eval_app.command("pairs")
 def eval_pairs_cmd(
     file: Path = typer.Argument(..., exists=True, help="JSONL (or .jsonl.gz) of {text_a, text_b, label}."),
-    threshold: Optional[float] = typer.Option(None, help="Similarity threshold [default: cache_threshold]."),
+    threshold: Optional[float] = typer.Option(None, help="Least hit score [default: cache_threshold, else the hit model's]."),
     limit: Optional[int] = typer.Option(None, help="Only the first N pairs."),
     config: Optional[Path] = Config,
 ) -> None:
@@ -320,9 +324,9 @@ def eval_pairs_cmd(
     answer would be right."""
     from edge_ai.evaluate import eval_pairs
 
-    embedder, default = _embedder(config)
-    r = eval_pairs(file, embedder, default if threshold is None else threshold, limit)
-    typer.echo(f"pairs {r.n}  threshold {default if threshold is None else threshold:.2f}  "
+    embedder, judge, threshold = _judge(config, threshold)
+    r = eval_pairs(file, embedder, judge, threshold, limit)
+    typer.echo(f"pairs {r.n}  threshold {threshold:.3f}  "
                f"precision {r.precision:.3f}  recall {r.recall:.3f}  F1 {r.f1:.3f}  (tp {r.tp}, fp {r.fp}, fn {r.fn})")
     embedder.close()
 
@@ -330,7 +334,7 @@ def eval_pairs_cmd(
 @eval_app.command("retrieval")
 def eval_retrieval_cmd(
     file: Path = typer.Argument(..., exists=True, help='JSON list of {"origin", "similar"} pairs.'),
-    threshold: Optional[float] = typer.Option(None, help="Similarity threshold [default: cache_threshold]."),
+    threshold: Optional[float] = typer.Option(None, help="Least hit score [default: cache_threshold, else the hit model's]."),
     config: Optional[Path] = Config,
 ) -> None:
     """GPTCache's benchmark protocol through the production lookup.
@@ -339,9 +343,9 @@ def eval_retrieval_cmd(
     wrong, no hit a miss."""
     from edge_ai.evaluate import eval_retrieval
 
-    embedder, default = _embedder(config)
-    r = eval_retrieval(file, embedder, default if threshold is None else threshold)
-    typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.2f}  right {r['right']}  wrong {r['wrong']}  miss {r['miss']}")
+    embedder, judge, threshold = _judge(config, threshold)
+    r = eval_retrieval(file, embedder, judge, threshold)
+    typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.3f}  right {r['right']}  wrong {r['wrong']}  miss {r['miss']}")
     embedder.close()
 
 

@@ -59,7 +59,10 @@ class Settings(BaseSettings):
 
     # Semantic cache.
     cache_dir: str = Field("cache", description="on-disk cache directory")
-    cache_threshold: float = Field(0.90, ge=0.0, le=1.0, description="cosine similarity for a semantic hit")
+    cache_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="least semantic-hit score: cosine less the hit model's penalties (unset = the model's default)"
+    )
+    hit_model: str = Field("", description="hit-decision model JSON (scripts/fit_hit_model.py; unset = built in)")
     cache_ttl: float | None = Field(None, gt=0, description="seconds an entry lives (unset = forever)")
 
     # Gateway mode: forward to these clouds (in priority order), fall back locally when they fail.

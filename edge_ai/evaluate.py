@@ -14,11 +14,12 @@ import numpy as np
 
 from edge_ai.cache import SemanticCache
 from edge_ai.engines.embedder import Embedder
-from edge_ai.hit import is_hit
+from edge_ai.hit import HitJudge
 from edge_ai.request import Final, Message, Request
 
 
 def _open(path: Path):
+    path = Path(path)
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
@@ -43,8 +44,7 @@ class PairsResult:
         return 2 * p * r / max(p + r, 1e-9)
 
 
-def eval_pairs(path: Path, embedder: Embedder, threshold: float, limit: int | None = None) -> PairsResult:
-    """`text_a` is the cached prompt, `text_b` the new one; label 1 means a hit would be right."""
+def read_pairs(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     rows = []
     with _open(path) as fh:
         for line in fh:
@@ -52,12 +52,19 @@ def eval_pairs(path: Path, embedder: Embedder, threshold: float, limit: int | No
                 rows.append(json.loads(line))
             if limit and len(rows) >= limit:
                 break
+    return rows
+
+
+def eval_pairs(path: Path, embedder: Embedder, judge: HitJudge, threshold: float,
+               limit: int | None = None) -> PairsResult:
+    """`text_a` is the cached prompt, `text_b` the new one; label 1 means a hit would be right."""
+    rows = read_pairs(path, limit)
     a = embedder.encode([r["text_a"] for r in rows])
     b = embedder.encode([r["text_b"] for r in rows])
     sims = np.einsum("ij,ij->i", a, b)
     tp = fp = fn = 0
     for r, sim in zip(rows, sims):
-        hit = is_hit(float(sim), r["text_a"], r["text_b"], threshold)
+        hit = judge.is_hit(float(sim), r["text_a"], r["text_b"], threshold)
         label = int(r["label"]) == 1
         tp += hit and label
         fp += hit and not label
@@ -65,15 +72,16 @@ def eval_pairs(path: Path, embedder: Embedder, threshold: float, limit: int | No
     return PairsResult(len(rows), tp, fp, fn)
 
 
-def eval_retrieval(path: Path, embedder: Embedder, threshold: float) -> dict[str, Any]:
+def eval_retrieval(path: Path, embedder: Embedder, judge: HitJudge, threshold: float) -> dict[str, Any]:
     """GPTCache's protocol: insert every `origin`, ask every `similar`, count right / wrong / miss —
     through the production lookup (exact path, scope partition, threshold, vetoes)."""
     pairs = json.loads(Path(path).read_text(encoding="utf-8"))
-    return asyncio.run(_retrieval(pairs, embedder, threshold))
+    return asyncio.run(_retrieval(pairs, embedder, judge, threshold))
 
 
-async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, threshold: float) -> dict[str, Any]:
-    cache = SemanticCache.open(tempfile.mkdtemp(prefix="edge-eval-"), embedder, threshold, None)
+async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: HitJudge,
+                     threshold: float) -> dict[str, Any]:
+    cache = SemanticCache.open(tempfile.mkdtemp(prefix="edge-eval-"), embedder, judge, threshold)
     vecs = embedder.encode([p["origin"] for p in pairs])
     for p, vec in zip(pairs, vecs):
         await cache.put(_ask(p["origin"]), Final(p["origin"], "stop", 0, 1), "eval", vec)

@@ -1,24 +1,50 @@
-"""The semantic-hit decision: is a cached answer to `cached` the right answer to `asked`?
+"""The semantic-hit decision: is the cached answer to `cached` the right answer to `asked`?
 
-Cosine similarity of the two prompts' embeddings must reach the threshold, and two cheap vetoes catch
-near-misses that embeddings blur: different numbers ("2 + 2" / "2 + 3", "in 2019" / "in 2020") and a
-negation on one side only ("Can I…" / "Can't I…"). Measured on 6,000 QQP pairs at threshold 0.90:
-precision 0.79 -> 0.82 for recall 0.45 -> 0.43 (`edge-ai eval pairs`).
+The score is the prompts' cosine similarity less a penalty for each of two signals that embeddings blur:
+- a capitalised name on one side only ("… in California?" / "… in Texas?");
+- a symbol on one side only ("C" / "C++", "=" / "==").
+The penalties are in cosine units, so `threshold` keeps its meaning (a similarity) and its strictness
+scale; they come from a logistic regression on labelled pairs (`hit_model.json`), whose decision
+boundary is a line in these features: a threshold on the score is a threshold on its probability.
+
+Two vetoes stay hard whatever the model says, because they change the answer in any domain: different
+numbers ("2 + 2" / "2 + 3", "in 2019" / "in 2020") and a negation on one side only ("Can I…" / "Can't I…").
+
+Why so few features: word-overlap and word-alignment features raise precision on Quora pairs (the data
+the model is fitted on) by two more points but lose it on GPTCache's paraphrase set, i.e. they learn the
+fitting data rather than near-misses; these help on both (README: "The hit decision").
+`scripts/fit_hit_model.py` refits the model, e.g. for another embedder.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z0-9']+")
+_NAME = re.compile(r"(?<![.?!] )(?<!^)\b[A-Z][a-zA-Z]+")  # a capitalised word not opening a sentence
+_SYMBOL = re.compile(r"[^\w\s?.,!'\"’‘“”\-:;()/&]")
 _NEGATIONS = frozenset(
     "not no never without nor cannot can't don't doesn't didn't isn't aren't wasn't weren't won't "
     "wouldn't shouldn't couldn't hasn't haven't hadn't".split()
 )
 
+FEATURES = (
+    "similarity",  # cosine of the two prompts' sentence embeddings
+    "names_differ",  # capitalised words on one side only (capped at 3)
+    "symbols_differ",  # 1.0 if the sets of symbols differ
+)
+DEFAULT_MODEL = Path(__file__).with_name("hit_model.json")
+
 
 def contradicts(cached: str, asked: str) -> bool:
+    """The hard vetoes: different numbers, or a negation on one side only."""
     if set(_NUMBER.findall(cached)) != set(_NUMBER.findall(asked)):
         return True
     neg_a = not _NEGATIONS.isdisjoint(_WORD.findall(cached.lower().replace("n't", " not")))
@@ -26,5 +52,41 @@ def contradicts(cached: str, asked: str) -> bool:
     return neg_a != neg_b
 
 
-def is_hit(similarity: float, cached: str, asked: str, threshold: float) -> bool:
-    return similarity >= threshold and not contradicts(cached, asked)
+@dataclass(frozen=True)
+class HitModel:
+    """Weights of FEATURES in cosine units (the similarity's is 1). `min_similarity`: under it no
+    candidate is scored (penalties only lower a score)."""
+
+    weights: np.ndarray
+    threshold: float  # the default least score (cache_threshold unless configured)
+    min_similarity: float
+    about: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_MODEL) -> "HitModel":
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        if tuple(raw["features"]) != FEATURES:
+            raise ValueError(f"{path}: features {raw['features']} are not this edge-ai's {list(FEATURES)}")
+        return cls(np.asarray(raw["weights"], np.float64), float(raw["threshold"]), float(raw["min_similarity"]),
+                   raw.get("about", {}))
+
+
+class HitJudge:
+    def __init__(self, model: HitModel | None = None) -> None:
+        self.model = model or HitModel.load()
+
+    def features(self, similarity: float, cached: str, asked: str) -> np.ndarray:
+        la, lb = cached.lower(), asked.lower()
+        names = sum(w.lower() not in lb for w in set(_NAME.findall(cached)))
+        names += sum(w.lower() not in la for w in set(_NAME.findall(asked)))
+        symbols = set(_SYMBOL.findall(cached)) != set(_SYMBOL.findall(asked))
+        return np.array([similarity, min(names, 3), float(symbols)], np.float64)
+
+    def score(self, similarity: float, cached: str, asked: str) -> float:
+        """The similarity less the penalties; 0 under a veto or below min_similarity."""
+        if similarity < self.model.min_similarity or contradicts(cached, asked):
+            return 0.0
+        return float(self.features(similarity, cached, asked) @ self.model.weights)
+
+    def is_hit(self, similarity: float, cached: str, asked: str, threshold: float) -> bool:
+        return self.score(similarity, cached, asked) >= threshold

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edge_ai.config import Settings
     from edge_ai.engines.embedder import Embedder
+    from edge_ai.hit import HitJudge
 
 
 def default_gguf(models_dir: str | Path) -> Path:
@@ -47,3 +48,10 @@ def open_embedder(settings: "Settings") -> "Embedder":
         backend=settings.embedder_backend,
         export_dir=Path(settings.models_dir) / "embedders",
     )
+
+
+def open_judge(settings: "Settings") -> "HitJudge":
+    """The semantic-hit decision with the configured hit model (fitted for the configured embedder)."""
+    from edge_ai.hit import DEFAULT_MODEL, HitJudge, HitModel
+
+    return HitJudge(HitModel.load(settings.hit_model or DEFAULT_MODEL))

@@ -30,7 +30,6 @@ from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
 from edge_ai.engines.upstream import Upstream, UpstreamFailure
 from edge_ai.errors import EdgeError
-from edge_ai.hit import is_hit
 from edge_ai.http import parse
 from edge_ai.policy import AnswerPolicy
 from edge_ai.request import CacheControl, Final, Request
@@ -197,7 +196,7 @@ class Warmer:
         for item, vec in zip(unique, vecs):
             prior = by_scope.setdefault(item.req.scope_key(), [])
             # a near-duplicate is what a live lookup would take as a hit: same decision, vetoes included
-            if any(is_hit(float(v @ vec), q, item.req.query, self.threshold) for q, v in prior):
+            if any(self.cache.judge.is_hit(float(v @ vec), q, item.req.query, self.threshold) for q, v in prior):
                 report.duplicates += 1
                 progress(1)
                 continue

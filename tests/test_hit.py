@@ -1,0 +1,117 @@
+"""The hit decision: paraphrases hit, near-misses that share all words but one don't, vetoes hold."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_ai.cli import app
+from edge_ai.config import Settings
+from edge_ai.hit import DEFAULT_MODEL, FEATURES, HitModel, contradicts
+from edge_ai.model_files import open_embedder, open_judge
+
+
+@pytest.fixture(scope="module")
+def parts():
+    settings = Settings(models_dir="models")
+    embedder = open_embedder(settings)
+    yield embedder, open_judge(settings)
+    embedder.close()
+
+
+def decide(parts, cached: str, asked: str, threshold: float | None = None) -> tuple[float, float, bool]:
+    embedder, judge = parts
+    a, b = embedder.encode([cached, asked])
+    sim = float(a @ b)
+    limit = judge.model.threshold if threshold is None else threshold
+    return sim, judge.score(sim, cached, asked), judge.is_hit(sim, cached, asked, limit)
+
+
+PARAPHRASES = [
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("Why is the ocean salty?", "Why is the sea salty?"),
+    ("Why is the sky blue?", "What makes the sky blue?"),
+    ("What is machine learning?", "Can you explain what machine learning is?"),
+]
+NEAR_MISSES = [  # cosine alone would take these (Quora marks them different): a name changes the answer
+    ("What are the safety precautions for shotguns proposed by the NRA in Connecticut?",
+     "What are the safety precautions for shotguns proposed by the NRA in New York?"),
+    ("How do bartenders become bartenders in California?", "How do bartenders become bartenders in Texas?"),
+]
+
+
+@pytest.mark.parametrize("cached,asked", PARAPHRASES)
+def test_paraphrases_hit(parts, cached, asked):
+    sim, score, hit = decide(parts, cached, asked)
+    assert hit, (sim, score)
+
+
+@pytest.mark.parametrize("cached,asked", NEAR_MISSES)
+def test_near_misses_are_refused_where_cosine_alone_would_hit(parts, cached, asked):
+    sim, score, hit = decide(parts, cached, asked)
+    assert sim >= 0.90  # a plain cosine threshold of 0.90 serves the wrong answer
+    assert not hit, (sim, score)
+
+
+def test_score_is_the_similarity_less_penalties(parts):
+    _, same, _ = decide(parts, "How do I reset my password?", "How do I reset my password?")
+    _, para, _ = decide(parts, *PARAPHRASES[0])
+    _, miss, _ = decide(parts, *NEAR_MISSES[1])
+    _, far, _ = decide(parts, "How do I reset my password?", "What is the capital of France?")
+    assert 1.0 + 1e-6 >= same >= para > miss >= far >= 0.0
+    assert far == 0.0  # under min_similarity: refused without the features
+    sim, _, _ = decide(parts, *NEAR_MISSES[1])
+    assert miss < sim  # "California" / "Texas": a name on each side only costs
+
+
+@pytest.mark.parametrize("cached,asked", [
+    ("What is 2 + 2?", "What is 2 + 3?"),
+    ("Who won the football world cup in 2018?", "Who won the football world cup in 2022?"),
+    ("Can I take ibuprofen with coffee?", "Can't I take ibuprofen with coffee?"),
+])
+def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
+    assert contradicts(cached, asked)
+    sim, score, hit = decide(parts, cached, asked, threshold=0.0001)
+    assert sim > 0.75 and score == 0.0 and not hit  # cosine alone would take them
+
+
+def test_threshold_is_strictness(parts):
+    _, score, _ = decide(parts, *PARAPHRASES[2])
+    assert decide(parts, *PARAPHRASES[2], threshold=score)[2]
+    assert not decide(parts, *PARAPHRASES[2], threshold=score + 1e-6)[2]
+
+
+def test_model_file_must_match_the_features(tmp_path):
+    raw = json.loads(DEFAULT_MODEL.read_text())
+    raw["features"] = list(FEATURES[:-1])
+    bad = tmp_path / "hit.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="features"):
+        HitModel.load(bad)
+    good = tmp_path / "ok.json"
+    good.write_text(json.dumps({**raw, "features": list(FEATURES)}))
+    assert np.allclose(HitModel.load(good).weights, raw["weights"])
+
+
+def test_eval_pairs_reports_the_production_decision(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"text_a": a, "text_b": b, "label": 1} for a, b in PARAPHRASES]
+    rows += [{"text_a": a, "text_b": b, "label": 0} for a, b in NEAR_MISSES]
+    pairs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = CliRunner().invoke(app, ["eval", "pairs", str(pairs)])
+    assert out.exit_code == 0, out.output
+    assert "precision 1.000  recall 1.000" in out.output and f"(tp {len(PARAPHRASES)}, fp 0, fn 0)" in out.output
+
+
+def test_eval_retrieval_counts_right_wrong_and_miss(tmp_path):
+    data = tmp_path / "mock.json"
+    data.write_text(json.dumps([
+        {"origin": "Why is the ocean salty?", "similar": "Why is the sea salty?"},
+        {"origin": NEAR_MISSES[1][0], "similar": NEAR_MISSES[1][1]},
+    ]))
+    out = CliRunner().invoke(app, ["eval", "retrieval", str(data)])
+    assert out.exit_code == 0, out.output
+    assert "right 1  wrong 0  miss 1" in out.output
