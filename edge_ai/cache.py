@@ -66,7 +66,7 @@ class SemanticCache:
         for id_ in self.store.ids():
             if id_ in self.index:
                 continue
-            entry = self.store.get(id_)
+            entry = self.store.read(id_)
             if entry is not None and entry.vec().shape == (self.index.dim,):
                 self.index.add(entry.scope_key, entry.id, entry.vec())
                 n += 1
@@ -81,6 +81,7 @@ class SemanticCache:
             return
         self._checked = now
         if self.store.generation() != self._generation:
+            self.store.forget()  # an entry may have been replaced or purged there
             self._syncing = asyncio.ensure_future(asyncio.to_thread(self.load))
             self._syncing.add_done_callback(lambda _: setattr(self, "_syncing", None))
 

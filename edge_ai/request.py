@@ -137,7 +137,14 @@ class Reply:
         return h
 
     async def collect(self) -> Final:
-        async for event in self.events:
-            if isinstance(event, Final):
-                return event
+        try:
+            async for event in self.events:
+                if isinstance(event, Final):
+                    return event
+        finally:
+            # Final is the last event: close the generator now rather than leave it to the GC's
+            # finalizer hook, which wakes the event loop through its self-pipe once per reply.
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
         raise RuntimeError("answer ended without a final event")

@@ -7,7 +7,10 @@ paraphrases hit (a miss costs a local-model prefill, which would load the CPU th
 the measured rounds ask only those. Latency is per request, client side. The load generator is aiohttp in its own
 process: on 2 cores its CPU is taken from the server, and it costs a third of httpx's per request.
 
-    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2]
+    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor]
+
+--floor also runs the exact round against `floor_server.py` (the same HTTP stack answering with a fixed
+body, no cache): what the stack and the load generator alone cost on this machine, side by side.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--floor", action="store_true", help="also measure the bare HTTP stack (floor_server.py)")
     args = ap.parse_args()
     pairs = json.loads((ROOT.parent / "shared" / "data" / "gptcache_mock_data.json").read_text())
     d = Path(tempfile.mkdtemp(prefix="edge-hits-"))
@@ -78,12 +82,40 @@ def main() -> None:
         asyncio.run(run(srv.url, [p["similar"] for p in pairs], args.clients, hitting))
         similar = [p["similar"] for p in pairs if p["similar"] in hitting]
         print(f"{len(similar)} of {len(pairs)} paraphrases hit; the semantic rounds ask those")
-        for name, qs in (("exact", [p["origin"] for p in pairs]), ("semantic", similar)):
-            lat, misses, rps = asyncio.run(run(srv.url, qs * args.rounds, args.clients))
+        rounds = [("exact", srv.url, [p["origin"] for p in pairs]), ("semantic", srv.url, similar)]
+        if args.floor:
+            floor = _start_floor()
+            rounds = [("floor", floor[1], [p["origin"] for p in pairs])] + rounds
+        for name, url, qs in rounds:
+            lat, misses, rps = asyncio.run(run(url, qs * args.rounds, args.clients))
             print(f"{name:<9} hits {len(lat):5d}  misses {misses:4d}  p50 {lat[len(lat) // 2]:6.1f} ms  "
                   f"p99 {lat[int(0.99 * (len(lat) - 1))]:6.1f} ms  {rps:6.0f} requests/s")
     finally:
         srv.stop()
+        if args.floor:
+            floor[0].terminate()
+
+
+def _start_floor() -> tuple[subprocess.Popen, str]:
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench" / "floor_server.py"), str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+
+    async def wait() -> None:
+        async with aiohttp.ClientSession() as c:
+            for _ in range(100):
+                try:
+                    async with c.get(url + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError("floor server did not start")
+
+    asyncio.run(wait())
+    return proc, url
 
 
 if __name__ == "__main__":
