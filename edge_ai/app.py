@@ -58,7 +58,7 @@ class Runtime:
             if s.upstreams:
                 self.gateway = Gateway(s, self.policy, self.cache)
             # The models, tokenizers and index are ~500k long-lived objects; every full collection walked
-            # them all, pausing the requests in flight (a hit's mean cost 416 -> 288 us without it).
+            # them all, pausing the requests in flight (BENCHMARKS.md: an exact hit's cost).
             gc.collect()
             gc.freeze()
             log.info("edge-ai ready: model %s, cache %s", self.models.default.engine.path, s.cache_dir)
