@@ -314,7 +314,7 @@ def _judge(config: Optional[Path], threshold: Optional[float]):
 @eval_app.command("pairs")
 def eval_pairs_cmd(
     file: Path = typer.Argument(..., exists=True, help="JSONL (or .jsonl.gz) of {text_a, text_b, label}."),
-    threshold: Optional[float] = typer.Option(None, help="Least hit score [default: cache_threshold, else the hit model's]."),
+    threshold: Optional[float] = typer.Option(None, help="Least hit score (default: cache_threshold, else the hit model's)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N pairs."),
     config: Optional[Path] = Config,
 ) -> None:
@@ -334,7 +334,7 @@ def eval_pairs_cmd(
 @eval_app.command("retrieval")
 def eval_retrieval_cmd(
     file: Path = typer.Argument(..., exists=True, help='JSON list of {"origin", "similar"} pairs.'),
-    threshold: Optional[float] = typer.Option(None, help="Least hit score [default: cache_threshold, else the hit model's]."),
+    threshold: Optional[float] = typer.Option(None, help="Least hit score (default: cache_threshold, else the hit model's)."),
     config: Optional[Path] = Config,
 ) -> None:
     """GPTCache's benchmark protocol through the production lookup.
