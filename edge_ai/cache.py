@@ -93,9 +93,9 @@ class SemanticCache:
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
-        floor = self.judge.model.min_similarity
         for id_, approx in self.index.search(req.scope_key(), vec, k=4):
-            if approx < floor - 0.01:  # a graph's f16 distances are approximate: re-scored below
+            # a score never exceeds its similarity; a graph's f16 distances are approximate: re-scored below
+            if approx < limit - 0.01:
                 break
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed

@@ -54,12 +54,11 @@ def contradicts(cached: str, asked: str) -> bool:
 
 @dataclass(frozen=True)
 class HitModel:
-    """Weights of FEATURES in cosine units (the similarity's is 1). `min_similarity`: under it no
-    candidate is scored (penalties only lower a score)."""
+    """Weights of FEATURES in cosine units: the similarity's is 1, the others are penalties (≤ 0), so a
+    score never exceeds its similarity and the index can skip candidates under the threshold."""
 
     weights: np.ndarray
     threshold: float  # the default least score (cache_threshold unless configured)
-    min_similarity: float
     about: dict[str, Any]
 
     @classmethod
@@ -67,8 +66,10 @@ class HitModel:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         if tuple(raw["features"]) != FEATURES:
             raise ValueError(f"{path}: features {raw['features']} are not this edge-ai's {list(FEATURES)}")
-        return cls(np.asarray(raw["weights"], np.float64), float(raw["threshold"]), float(raw["min_similarity"]),
-                   raw.get("about", {}))
+        weights = np.asarray(raw["weights"], np.float64)
+        if weights[0] != 1.0 or (weights[1:] > 0).any():
+            raise ValueError(f"{path}: weights must be 1 for the similarity and <= 0 (penalties) for the rest")
+        return cls(weights, float(raw["threshold"]), raw.get("about", {}))
 
 
 class HitJudge:
@@ -83,8 +84,8 @@ class HitJudge:
         return np.array([similarity, min(names, 3), float(symbols)], np.float64)
 
     def score(self, similarity: float, cached: str, asked: str) -> float:
-        """The similarity less the penalties; 0 under a veto or below min_similarity."""
-        if similarity < self.model.min_similarity or contradicts(cached, asked):
+        """The similarity less the penalties; 0 under a veto."""
+        if contradicts(cached, asked):
             return 0.0
         return float(self.features(similarity, cached, asked) @ self.model.weights)
 

