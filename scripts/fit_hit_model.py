@@ -66,6 +66,9 @@ def main() -> None:
 
     lr = LogisticRegression(C=1.0, max_iter=5000).fit(x[fit], y[fit])
     weights = lr.coef_[0] / lr.coef_[0][0]
+    if (weights[1:] > 0).any():  # a bonus would let a score exceed its similarity (see HitModel)
+        print(f"clipped to 0, as penalties only: {[f for f, w in zip(FEATURES[1:], weights[1:]) if w > 0]}")
+        weights[1:] = np.minimum(weights[1:], 0.0)
     prob = x @ weights  # the score: monotone in the model's probability
     prob[veto] = 0.0  # as HitJudge.score decides
     _, threshold = curve(prob[fit], y[fit], args.recall)
