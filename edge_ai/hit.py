@@ -72,22 +72,24 @@ class HitModel:
         return cls(weights, float(raw["threshold"]), raw.get("about", {}))
 
 
+def features(similarity: float, cached: str, asked: str) -> np.ndarray:
+    """FEATURES of a candidate pair, in order."""
+    la, lb = cached.lower(), asked.lower()
+    names = sum(w.lower() not in lb for w in set(_NAME.findall(cached)))
+    names += sum(w.lower() not in la for w in set(_NAME.findall(asked)))
+    symbols = set(_SYMBOL.findall(cached)) != set(_SYMBOL.findall(asked))
+    return np.array([similarity, min(names, 3), float(symbols)], np.float64)
+
+
 class HitJudge:
     def __init__(self, model: HitModel | None = None) -> None:
         self.model = model or HitModel.load()
-
-    def features(self, similarity: float, cached: str, asked: str) -> np.ndarray:
-        la, lb = cached.lower(), asked.lower()
-        names = sum(w.lower() not in lb for w in set(_NAME.findall(cached)))
-        names += sum(w.lower() not in la for w in set(_NAME.findall(asked)))
-        symbols = set(_SYMBOL.findall(cached)) != set(_SYMBOL.findall(asked))
-        return np.array([similarity, min(names, 3), float(symbols)], np.float64)
 
     def score(self, similarity: float, cached: str, asked: str) -> float:
         """The similarity less the penalties; 0 under a veto."""
         if contradicts(cached, asked):
             return 0.0
-        return float(self.features(similarity, cached, asked) @ self.model.weights)
+        return float(features(similarity, cached, asked) @ self.model.weights)
 
     def is_hit(self, similarity: float, cached: str, asked: str, threshold: float) -> bool:
         return self.score(similarity, cached, asked) >= threshold

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_ai.config import Settings
 from edge_ai.evaluate import read_pairs
-from edge_ai.hit import FEATURES, HitJudge, HitModel, contradicts
+from edge_ai.hit import FEATURES, contradicts, features
 from edge_ai.model_files import open_embedder
 
 
@@ -56,9 +56,7 @@ def main() -> None:
         if args.vectors:
             np.savez(args.vectors, a=a, b=b)
     sims = np.einsum("ij,ij->i", a, b)
-    placeholder = HitModel(np.zeros(len(FEATURES)), 0.0, {})
-    judge = HitJudge(placeholder)
-    x = np.stack([judge.features(float(s), r["text_a"], r["text_b"]) for s, r in zip(sims, rows)])
+    x = np.stack([features(float(s), r["text_a"], r["text_b"]) for s, r in zip(sims, rows)])
     y = np.array([int(r["label"]) for r in rows])
     veto = np.array([contradicts(r["text_a"], r["text_b"]) for r in rows])
     half = len(rows) // 2

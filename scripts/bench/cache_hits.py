@@ -60,21 +60,29 @@ async def run(url: str, questions: list[str], clients: int, hit: set[str] | None
     return sorted(lat), misses, len(questions) / (time.perf_counter() - t0)
 
 
+def warmed_cache(prefix: str) -> tuple[list[dict[str, str]], Path]:
+    """GPTCache's pairs, and a new cache holding each origin with a recorded answer (`edge-ai warm`
+    imports logged exchanges as they are: no model call)."""
+    pairs = json.loads((ROOT.parent / "shared" / "data" / "gptcache_mock_data.json").read_text())
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    with open(d / "log.jsonl", "w") as fh:
+        for p in pairs:
+            answer = {"message": {"role": "assistant", "content": "Answer: " + p["origin"]}, "finish_reason": "stop"}
+            request = {"model": "gpt-4o", "messages": [{"role": "user", "content": p["origin"]}]}
+            fh.write(json.dumps({"request": request, "response": {"choices": [answer]}}) + "\n")
+    subprocess.run([sys.executable, "-m", "edge_ai", "warm", str(d / "log.jsonl"), "--cache-dir", str(d / "cache")],
+                   cwd=ROOT, check=True, capture_output=True)
+    return pairs, d / "cache"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--floor", action="store_true", help="also measure the bare HTTP stack (floor_server.py)")
     args = ap.parse_args()
-    pairs = json.loads((ROOT.parent / "shared" / "data" / "gptcache_mock_data.json").read_text())
-    d = Path(tempfile.mkdtemp(prefix="edge-hits-"))
-    with open(d / "log.jsonl", "w") as fh:
-        for p in pairs:
-            fh.write(json.dumps({"request": {"model": "gpt-4o", "messages": [{"role": "user", "content": p["origin"]}]},
-                                 "response": {"choices": [{"message": {"role": "assistant", "content": "Answer: " + p["origin"]}, "finish_reason": "stop"}]}}) + "\n")
-    subprocess.run([sys.executable, "-m", "edge_ai", "warm", str(d / "log.jsonl"), "--cache-dir", str(d / "cache")], cwd=ROOT, check=False,
-                   capture_output=True)
-    srv = Server(d / "cache", "--log-level", "warning", "--n-slots", "4").start()
+    pairs, cache_dir = warmed_cache("edge-hits-")
+    srv = Server(cache_dir, "--log-level", "warning", "--n-slots", "4").start()
     try:
         asyncio.run(run(srv.url, [p["origin"] for p in pairs[:100]], args.clients))  # warm up
         print(f"cache hits over HTTP, {args.clients} concurrent clients, {os.cpu_count()} CPUs")

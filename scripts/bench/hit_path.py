@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -93,23 +90,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=3000)
     args = ap.parse_args()
+    from cache_hits import warmed_cache
     from floor_server import app as floor_app
 
     from edge_ai.app import create_app
     from edge_ai.config import Settings
 
-    pairs = json.loads((ROOT.parent / "shared" / "data" / "gptcache_mock_data.json").read_text())
-    d = Path(tempfile.mkdtemp(prefix="edge-hitpath-"))
-    with open(d / "log.jsonl", "w") as fh:
-        for p in pairs:
-            fh.write(json.dumps({"request": {"model": "gpt-4o", "messages": [{"role": "user", "content": p["origin"]}]},
-                                 "response": {"choices": [{"message": {"role": "assistant", "content": "Answer: " + p["origin"]},
-                                                           "finish_reason": "stop"}]}}) + "\n")
-    subprocess.run([sys.executable, "-m", "edge_ai", "warm", str(d / "log.jsonl"), "--cache-dir", str(d / "cache")],
-                   cwd=ROOT, check=True, capture_output=True)
+    pairs, cache_dir = warmed_cache("edge-hitpath-")
     bodies = [orjson.dumps({"model": "gpt-4o", "max_tokens": 1, "messages": [{"role": "user", "content": p["origin"]}]})
               for p in pairs]
-    app = create_app(Settings(cache_dir=str(d / "cache"), n_slots=4))
+    app = create_app(Settings(cache_dir=str(cache_dir), n_slots=4))
 
     async def both() -> list[tuple[str, tuple[float, float, float]]]:
         await asyncio.to_thread(app.state.runtime.loaded.wait)  # models load in the background
