@@ -60,9 +60,9 @@ class SemanticCache:
 
     def load(self) -> int:
         """Index the stored vectors not indexed yet (no re-embedding); at start-up that is all of them,
-        less what saved graphs of an unchanged store already hold."""
+        less what saved lists of an unchanged store already hold."""
         self._generation = self.store.generation()
-        n = self.index.load_graphs(self._graph_dir, self._generation) if not len(self.index) else 0
+        n = self.index.load_lists(self._lists_dir, self._generation) if not len(self.index) else 0
         for id_ in self.store.ids():
             if id_ in self.index:
                 continue
@@ -94,7 +94,7 @@ class SemanticCache:
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
         for id_, approx in self.index.search(req.scope_key(), vec, k=4):
-            # a score never exceeds its similarity; a graph's f16 distances are approximate: re-scored below
+            # a score never exceeds its similarity; 8-bit codes give approximate distances: re-scored below
             if approx < limit - 0.01:
                 break
             entry = self.store.get(id_)
@@ -135,10 +135,10 @@ class SemanticCache:
         return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}
 
     @property
-    def _graph_dir(self) -> Path:
-        return self.store.directory / "graphs"
+    def _lists_dir(self) -> Path:
+        return self.store.directory / "lists"
 
     def close(self) -> None:
         if self._generation == self.store.generation():
-            self.index.save_graphs(self._graph_dir, self._generation)
+            self.index.save_lists(self._lists_dir, self._generation)
         self.store.close()

@@ -1,9 +1,12 @@
-"""The scope-partitioned vector index: exact partitions, HNSW partitions past ann_min, persistence."""
+"""The scope-partitioned vector index: exact partitions, inverted lists past ann_min, background builds, persistence."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
+from edge_ai.engines import index as index_module
 from edge_ai.engines.index import VectorIndex
 
 
@@ -29,13 +32,14 @@ def test_exact_search_add_remove_and_scopes():
     assert idx.search("nope", v[0]) == []
 
 
-def test_large_partition_moves_to_a_graph_with_high_recall():
+def test_large_partition_moves_to_lists_with_high_recall():
     rng = np.random.default_rng(1)
-    idx = VectorIndex(32, ann_min=500)
+    idx = VectorIndex(32, ann_min=500, background=False)
     v = unit(rng, 2000)
     for i in range(2000):
         idx.add("S", f"id{i}", v[i])
-    assert idx.kind("S") == "graph"
+    assert idx.kind("S") == "lists"
+    assert idx._parts["S"].trained_for == 2000  # retrained each time it doubled: 500, 1000, 2000
     queries = v[:300] + 0.05 * unit(rng, 300)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     truth = np.argmax(queries @ v.T, axis=1)
@@ -44,18 +48,56 @@ def test_large_partition_moves_to_a_graph_with_high_recall():
     assert recall >= 0.99
     idx.remove("id0")
     assert all(i != "id0" for i, _ in idx.search("S", v[0], k=3))
+    idx.add("S", "id1", v[0])  # an id given a new vector is found by the new one only
+    assert idx.search("S", v[0], k=1)[0][0] == "id1" and len(idx) == 1999
 
 
-def test_graphs_persist_only_for_an_unchanged_store(tmp_path):
+def test_changes_during_a_background_build_are_replayed(monkeypatch):
+    """Lookups keep using the old partition while lists are built; what changed meanwhile is not lost."""
+    rng = np.random.default_rng(3)
+    v = unit(rng, 900)
+    started, release = threading.Event(), threading.Event()
+    train = index_module._Lists._train
+
+    def slow_train(self, vecs):
+        started.set()
+        release.wait(10)
+        train(self, vecs)
+
+    monkeypatch.setattr(index_module._Lists, "_train", slow_train)
+    idx = VectorIndex(32, ann_min=400)
+    for i in range(400):
+        idx.add("S", f"id{i}", v[i])
+    assert started.wait(10)
+    for i in range(400, 600):  # added while the build runs
+        idx.add("S", f"id{i}", v[i])
+    for i in range(0, 400, 4):  # removed while the build runs
+        idx.remove(f"id{i}")
+    idx.add("other", "id1", v[1])  # moved to another scope
+    assert idx.kind("S") == "exact" and idx.search("S", v[500], k=1)[0][0] == "id500"  # still answering
+    release.set()
+    assert idx.wait_rebuilt(30)
+    assert idx.kind("S") == "lists" and len(idx._parts["S"]) == 600 - 100 - 1 and len(idx) == 600 - 100
+    assert idx.search("S", v[500], k=1)[0][0] == "id500"
+    assert idx.search("S", v[8], k=1)[0][0] != "id8"
+    assert idx.search("S", v[1], k=1)[0][0] != "id1" and idx.search("other", v[1], k=1)[0][0] == "id1"
+
+
+def test_lists_persist_only_for_an_unchanged_store(tmp_path):
     rng = np.random.default_rng(2)
-    idx = VectorIndex(32, ann_min=100)
+    idx = VectorIndex(32, ann_min=100, background=False)
     v = unit(rng, 300)
     for i in range(300):
         idx.add("S", f"id{i}", v[i])
+    idx.remove("id7")
     idx.add("small", "x", v[0])
-    assert idx.save_graphs(tmp_path, generation=7) == 1
+    assert idx.save_lists(tmp_path, generation=7) == 1
     again = VectorIndex(32, ann_min=100)
-    assert again.load_graphs(tmp_path, generation=7) == 300
+    assert again.load_lists(tmp_path, generation=7) == 299
     assert again.search("S", v[42], k=1)[0][0] == "id42" and "x" not in again  # exact partitions are rebuilt by the cache
+    assert "id7" not in again and again._parts["S"].trained_for == 200
+    again.remove("id42")  # a reloaded partition still takes removals and additions
+    again.add("S", "new", v[42])
+    assert again.search("S", v[42], k=1)[0][0] == "new"
     stale = VectorIndex(32, ann_min=100)
-    assert stale.load_graphs(tmp_path, generation=8) == 0 and len(stale) == 0
+    assert stale.load_lists(tmp_path, generation=8) == 0 and len(stale) == 0

@@ -7,10 +7,13 @@ paraphrases hit (a miss costs a local-model prefill, which would load the CPU th
 the measured rounds ask only those. Latency is per request, client side. The load generator is aiohttp in its own
 process: on 2 cores its CPU is taken from the server, and it costs a third of httpx's per request.
 
-    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor]
+    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor] [--wrk SECONDS]
 
 --floor also runs the exact round against `floor_server.py` (the same HTTP stack answering with a fixed
 body, no cache): what the stack and the load generator alone cost on this machine, side by side.
+--wrk also runs each round with wrk (Debian's `wrk`, C, one thread) for that many seconds: the same 50
+closed-loop connections cycling through the same bodies, at a fraction of aiohttp's CPU, so more of the
+2 cores is left to the server, as it would be with clients on other machines.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +65,40 @@ async def run(url: str, questions: list[str], clients: int, hit: set[str] | None
     return sorted(lat), misses, len(questions) / (time.perf_counter() - t0)
 
 
+WRK_SCRIPT = """
+local bodies, i, misses = {}, 0, 0
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+end
+function request()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/v1/chat/completions",
+    {["Content-Type"] = "application/json", ["x-edge-cache"] = "no-write"}, bodies[i])
+end
+function response(status, headers, body)
+  if headers["x-edge-source"] ~= "cache" then misses = misses + 1 end
+end
+function setup(thread) t = thread end
+function done(summary, latency, requests)
+  io.write(string.format("WRK %d %d %.3f %.3f\\n", summary.requests, t:get("misses"),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def run_wrk(url: str, questions: list[str], clients: int, seconds: int) -> tuple[int, int, float, float, float]:
+    """(requests, misses, p50 ms, p99 ms, requests/s) from wrk on the same bodies as `run`."""
+    d = Path(tempfile.mkdtemp(prefix="edge-wrk-"))
+    with open(d / "bodies.txt", "w") as fh:
+        for q in questions:
+            fh.write(json.dumps({"model": "gpt-4o", "max_tokens": 1, "messages": [{"role": "user", "content": q}]}) + "\n")
+    (d / "hits.lua").write_text(WRK_SCRIPT)
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "-s", str(d / "hits.lua"), url, "--",
+                          str(d / "bodies.txt")], capture_output=True, text=True, check=True).stdout
+    n, misses, p50, p99 = re.search(r"WRK (\d+) (\d+) ([\d.]+) ([\d.]+)", out).groups()
+    return int(n), int(misses), float(p50), float(p99), int(n) / seconds
+
+
 def warmed_cache(prefix: str) -> tuple[list[dict[str, str]], Path]:
     """GPTCache's pairs, and a new cache holding each origin with a recorded answer (`edge-ai warm`
     imports logged exchanges as they are: no model call)."""
@@ -80,7 +119,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--floor", action="store_true", help="also measure the bare HTTP stack (floor_server.py)")
+    ap.add_argument("--wrk", type=int, default=0, metavar="SECONDS", help="also load each round with wrk for this long")
     args = ap.parse_args()
+    if args.wrk and not shutil.which("wrk"):
+        ap.error("--wrk needs wrk on PATH (apt-get install wrk)")
     pairs, cache_dir = warmed_cache("edge-hits-")
     srv = Server(cache_dir, "--log-level", "warning", "--n-slots", "4").start()
     try:
@@ -97,7 +139,11 @@ def main() -> None:
         for name, url, qs in rounds:
             lat, misses, rps = asyncio.run(run(url, qs * args.rounds, args.clients))
             print(f"{name:<9} hits {len(lat):5d}  misses {misses:4d}  p50 {lat[len(lat) // 2]:6.1f} ms  "
-                  f"p99 {lat[int(0.99 * (len(lat) - 1))]:6.1f} ms  {rps:6.0f} requests/s")
+                  f"p99 {lat[int(0.99 * (len(lat) - 1))]:6.1f} ms  {rps:6.0f} requests/s  (aiohttp)")
+            if args.wrk:
+                n, misses, p50, p99, rps = run_wrk(url, qs, args.clients, args.wrk)
+                print(f"{name:<9} hits {n - misses:5d}  misses {misses:4d}  p50 {p50:6.1f} ms  "
+                      f"p99 {p99:6.1f} ms  {rps:6.0f} requests/s  (wrk)")
     finally:
         srv.stop()
         if args.floor:
