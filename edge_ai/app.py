@@ -133,7 +133,7 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), *routes.routes(runtime)],
+        routes=[*routes.routes(runtime), Route("/healthz", healthz), Route("/readyz", readyz)],  # routes are tried in order: the API first
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error},
     )

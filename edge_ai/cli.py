@@ -108,7 +108,11 @@ def serve(
         strict_models=strict_models,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower())
+    # access lines are info: above that uvicorn would still format each one before the logger drops it
+    access_log = log_level.lower() in ("trace", "debug", "info")
+    # edge-ai reads no client address, so uvicorn's proxy-header rewriting is per-request work for nothing
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower(),
+                access_log=access_log, proxy_headers=False)
 
 
 @app.command()

@@ -32,18 +32,21 @@ async def read_json_raw(request: HttpRequest, max_bytes: int) -> tuple[bytes, di
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
+        size += len(chunk)
+        if size > max_bytes:
             raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        if chunk:  # the stream ends with an empty chunk
+            chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # a small body comes whole: no copy
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    return bytes(body), data
+    return body, data
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

@@ -96,12 +96,29 @@ class Request:
     def scope_key(self) -> str:
         key = self.__dict__.get("_scope_key")  # computed once: lookup, store and index all ask
         if key is None:
-            key = self.__dict__["_scope_key"] = _digest(json.dumps(self.scope(), sort_keys=True, ensure_ascii=False))
+            key = self.__dict__["_scope_key"] = _scope_digest(self)
         return key
 
     def exact_key(self) -> str:
         """Key of an identical request: the exact-match path needs no embedding."""
         return _digest(self.scope_key() + "\x00" + self.query)
+
+
+_SCOPE_MEMO: dict[tuple, str] = {}  # most requests share a few scopes (a model, a system prompt, no history)
+
+
+def _scope_digest(req: Request) -> str:
+    """The digest of the scope's canonical JSON (the key format stored caches use), memoised by the
+    scope's own fields when they are all hashable: encoding the JSON was the largest part of an exact hit."""
+    if req.answer_params:  # tools, response formats: nested, rare; encoded each time
+        return _digest(json.dumps(req.scope(), sort_keys=True, ensure_ascii=False))
+    memo_key = (req.model, req.kind, req.system, req.messages[:-1], req.prefill, req.stop, req.tenant)
+    key = _SCOPE_MEMO.get(memo_key)
+    if key is None:
+        if len(_SCOPE_MEMO) >= 4096:
+            _SCOPE_MEMO.clear()
+        key = _SCOPE_MEMO[memo_key] = _digest(json.dumps(req.scope(), sort_keys=True, ensure_ascii=False))
+    return key
 
 
 def _digest(text: str) -> str:

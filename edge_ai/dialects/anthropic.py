@@ -9,7 +9,7 @@ blocks in the history are shown to the model as text (thinking is dropped).
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from typing import Any, AsyncIterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -151,7 +151,7 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
 
 
 def new_id() -> str:
-    return f"msg_{uuid.uuid4().hex[:24]}"
+    return f"msg_{secrets.token_hex(12)}"
 
 
 def message_response(model: str, final: Final) -> dict[str, Any]:

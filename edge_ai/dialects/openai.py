@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from typing import Any, AsyncIterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -206,7 +206,7 @@ def _usage(f: Final) -> dict[str, int]:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+    return f"{prefix}-{secrets.token_hex(12)}"
 
 
 def chat_response(model: str, final: Final) -> dict[str, Any]:

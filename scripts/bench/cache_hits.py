@@ -7,7 +7,7 @@ paraphrases hit (a miss costs a local-model prefill, which would load the CPU th
 the measured rounds ask only those. Latency is per request, client side. The load generator is aiohttp in its own
 process: on 2 cores its CPU is taken from the server, and it costs a third of httpx's per request.
 
-    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor] [--wrk SECONDS]
+    .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor] [--wrk SECONDS] [--exact-only]
 
 --floor also runs the exact round against `floor_server.py` (the same HTTP stack answering with a fixed
 body, no cache): what the stack and the load generator alone cost on this machine, side by side.
@@ -66,7 +66,8 @@ async def run(url: str, questions: list[str], clients: int, hit: set[str] | None
 
 
 WRK_SCRIPT = """
-local bodies, i, misses = {}, 0, 0
+local bodies, i = {}, 0
+misses = 0  -- a global: done() reads it with thread:get
 function init(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
 end
@@ -119,6 +120,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--floor", action="store_true", help="also measure the bare HTTP stack (floor_server.py)")
+    ap.add_argument("--exact-only", action="store_true", help="skip the semantic round (and its paraphrase pass)")
     ap.add_argument("--wrk", type=int, default=0, metavar="SECONDS", help="also load each round with wrk for this long")
     args = ap.parse_args()
     if args.wrk and not shutil.which("wrk"):
@@ -128,11 +130,13 @@ def main() -> None:
     try:
         asyncio.run(run(srv.url, [p["origin"] for p in pairs[:100]], args.clients))  # warm up
         print(f"cache hits over HTTP, {args.clients} concurrent clients, {os.cpu_count()} CPUs")
-        hitting: set[str] = set()
-        asyncio.run(run(srv.url, [p["similar"] for p in pairs], args.clients, hitting))
-        similar = [p["similar"] for p in pairs if p["similar"] in hitting]
-        print(f"{len(similar)} of {len(pairs)} paraphrases hit; the semantic rounds ask those")
-        rounds = [("exact", srv.url, [p["origin"] for p in pairs]), ("semantic", srv.url, similar)]
+        rounds = [("exact", srv.url, [p["origin"] for p in pairs])]
+        if not args.exact_only:
+            hitting: set[str] = set()
+            asyncio.run(run(srv.url, [p["similar"] for p in pairs], args.clients, hitting))
+            similar = [p["similar"] for p in pairs if p["similar"] in hitting]
+            print(f"{len(similar)} of {len(pairs)} paraphrases hit; the semantic rounds ask those")
+            rounds.append(("semantic", srv.url, similar))
         if args.floor:
             floor = _start_floor()
             rounds = [("floor", floor[1], [p["origin"] for p in pairs])] + rounds
