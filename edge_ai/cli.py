@@ -20,6 +20,7 @@ app = typer.Typer(
     "answers or a quantized local GGUF model.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings read as paragraphs: their line breaks are not kept
 )
 
 
@@ -188,7 +189,8 @@ def warm(
     raise typer.Exit(1 if summary.failures else 0)
 
 
-cache_app = typer.Typer(help="Inspect and move the cache: stats, export, import, purge.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect and move the cache: stats, export, import, purge.", no_args_is_help=True,
+                        rich_markup_mode="markdown")
 app.add_typer(cache_app, name="cache")
 
 
@@ -301,7 +303,8 @@ def cache_purge(
     typer.echo(f"purged {gone} entries")
 
 
-eval_app = typer.Typer(help="Measure the production cache-hit decision on labelled data.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure the production cache-hit decision on labelled data.", no_args_is_help=True,
+                       rich_markup_mode="markdown")
 app.add_typer(eval_app, name="eval")
 
 
@@ -324,8 +327,9 @@ def eval_pairs_cmd(
 ) -> None:
     """Precision, recall and F1 of the hit decision on labelled pairs.
 
-    text_a is taken as the cached prompt and text_b as the new one; label 1 means serving text_a's
-    answer would be right."""
+    text_a is taken as the cached prompt and text_b as the new one.
+
+    Label 1 means serving text_a's answer would be right."""
     from edge_ai.evaluate import eval_pairs
 
     embedder, judge, threshold = _judge(config, threshold)
@@ -343,8 +347,9 @@ def eval_retrieval_cmd(
 ) -> None:
     """GPTCache's benchmark protocol through the production lookup.
 
-    Every origin is cached, every paraphrase asked: a hit on its own origin is right, on another origin
-    wrong, no hit a miss."""
+    Every origin is cached and every paraphrase asked.
+
+    A hit on its own origin is right, on another origin wrong; no hit is a miss."""
     from edge_ai.evaluate import eval_retrieval
 
     embedder, judge, threshold = _judge(config, threshold)
