@@ -81,8 +81,8 @@ def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
 
 
 def routes(runtime: "Runtime") -> list[Route]:
-    """Plain Starlette routes: no dependency injection or per-route validation layer on the request path
-    (the bodies are validated by the dialect schemas, once)."""
+    """The API's routes (dispatched by edge_ai.router): no dependency injection or per-route validation
+    layer on the request path (the bodies are validated by the dialect schemas, once)."""
     max_body = runtime.settings.max_body_bytes
 
     async def answer(req: Request) -> Reply:
@@ -203,7 +203,7 @@ def routes(runtime: "Runtime") -> list[Route]:
 
         return await _guarded(an, work)
 
-    return [  # tried in order: the busiest first
+    return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),

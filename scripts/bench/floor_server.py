@@ -1,6 +1,6 @@
 """The floor for an HTTP answer on this machine: the same server stack as edge-ai (uvicorn, uvloop,
-httptools, Starlette, orjson) answering every chat completion with a fixed body, no cache and no
-model. `cache_hits.py --floor` runs its clients against it beside edge-ai, so a hit's latency can be
+httptools, edge-ai's router, Starlette requests and responses, orjson) answering every chat completion
+with a fixed body, no cache and no model. `cache_hits.py --floor` runs its clients against it beside edge-ai, so a hit's latency can be
 read against what the stack alone costs here.
 
     .venv/bin/python scripts/bench/floor_server.py PORT
@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from edge_ai.router import Router  # noqa: E402
 
 
 async def chat(request: Request) -> Response:
@@ -34,7 +38,11 @@ async def ready(request: Request) -> Response:
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/readyz", ready)])
+def not_found(request: Request, status: int, detail: str) -> Response:
+    return Response(detail, status_code=status)
+
+
+app = Router([Route("/v1/chat/completions", chat, methods=["POST"]), Route("/readyz", ready)], not_found)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

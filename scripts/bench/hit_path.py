@@ -2,7 +2,7 @@
 
 Warms a cache with GPTCache's 999 origins (recorded answers, no model call), loads edge-ai's app
 in-process, and calls it as an ASGI app for N sequential exact hits; the anchor is `floor_server.py`'s
-app (the same Starlette stack answering a fixed body) called the same way. On 2 shared cores the HTTP
+app (the same router and Starlette responses answering a fixed body) called the same way. On 2 shared cores the HTTP
 benchmarks (`cache_hits.py`) drift ±30% run to run; this isolates what edge-ai's own code costs.
 
     .venv/bin/python scripts/bench/hit_path.py [--n 3000]
