@@ -93,15 +93,18 @@ class SemanticCache:
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
-        for id_, approx in self.index.search(req.scope_key(), vec, k=4):
-            # a score never exceeds its similarity; 8-bit codes give approximate distances: re-scored below
-            if approx < limit - 0.01:
-                break
+        # The index ranks by approximate (8-bit) similarity; the candidates are re-scored exactly from
+        # the stored vectors, so approximation never decides a hit, or a miss, on its own.
+        candidates = []
+        for id_, _ in self.index.search(req.scope_key(), vec, k=4):
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
                 self.index.remove(id_)
                 continue
-            sim = float(entry.vec() @ vec)
+            candidates.append((float(entry.vec() @ vec), entry))
+        for sim, entry in sorted(candidates, key=lambda c: -c[0]):
+            if sim < limit:  # a score never exceeds its similarity: nothing further down can hit
+                break
             if serves(entry, req) and self.judge.is_hit(sim, entry.query, req.query, limit):
                 self.hits["semantic"] += 1
                 return Lookup(Hit(entry, sim, False), vec)
