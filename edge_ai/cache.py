@@ -93,7 +93,7 @@ class SemanticCache:
             return Lookup(Hit(exact, 1.0, True), exact.vec())
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
-        # The index ranks by approximate (8-bit) similarity; the candidates are re-scored exactly from
+        # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from
         # the stored vectors, so approximation never decides a hit, or a miss, on its own.
         candidates = []
         for id_, _ in self.index.search(req.scope_key(), vec, k=4):

@@ -2,9 +2,9 @@
 
 A hit needs an exact scope match, so vectors are kept per scope and a query only searches its own
 partition. A small partition is a matrix of unit vectors searched exactly (one BLAS matrix-vector
-product). Past `ann_min` vectors a partition moves to inverted lists (faiss IVF): k-means cells over 8-bit
-codes, of which a query scans the few whose centroids are nearest, so its cost grows with sqrt(n) instead
-of n. The caller re-scores candidates exactly from the stored vectors, so approximate distances never decide
+product). Past `ann_min` vectors a partition moves to inverted lists (faiss IVF): k-means cells of
+half-float vectors, of which a query scans the few whose centroids are nearest, so its cost grows with
+sqrt(n) instead of n. The caller re-scores candidates exactly from the stored vectors, so approximate distances never decide
 a hit on their own.
 
 Lists are trained for the size a partition has when they are built; a partition that doubles is retrained.
@@ -28,7 +28,7 @@ log = logging.getLogger("edge_ai.index")
 
 ANN_MIN = 10_000  # at 10k the lists are already 4x faster than exact search, at recall 1.000 (BENCHMARKS.md)
 REGROW = 2.0  # retrain a partition's lists once it has this many times the entries they were trained for
-NPROBE = 16  # cells scanned per query: recall@1 1.000 at 1M (BENCHMARKS.md), p50 0.65 ms
+NPROBE = 16  # cells scanned per query: recall@1 1.000 at 1M (BENCHMARKS.md), p50 ~0.6 ms
 
 
 class _Exact:
@@ -86,7 +86,7 @@ def cells_for(n: int) -> int:
 
 
 class _Lists:
-    """Inverted lists (faiss IVF) over 8-bit scalar-quantised unit vectors, searched by inner product."""
+    """Inverted lists (faiss IVF) over unit vectors stored as half floats, searched by inner product."""
 
     def __init__(self, dim: int, ids: list[str] | None = None, vecs: np.ndarray | None = None) -> None:
         self.dim = dim
@@ -110,9 +110,12 @@ class _Lists:
         nlist = cells_for(len(vecs))
         # a sample of 64 per cell trains k-means as well as all of them (faiss wants >= 39) in a fraction of the time
         sample = vecs if len(vecs) <= 64 * nlist else vecs[np.random.default_rng(0).choice(len(vecs), 64 * nlist, replace=False)]
+        # half floats, not 8-bit codes: those clip components outside the ranges seen in training (a
+        # partition grows long after it was trained) and every retrain would re-quantise them; fp16
+        # costs 2x the memory (768 MB at 1M) and ~15% in latency (BENCHMARKS.md)
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(self.dim), self.dim, nlist,
-                                              faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        index.by_residual = False  # codes are the vectors themselves: a retrain can read them back
+                                              faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        index.by_residual = False  # codes are the vectors themselves: a retrain reads them back
         index.train(np.ascontiguousarray(sample, np.float32))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) remove and read-back by key
         index.nprobe = NPROBE

@@ -1,5 +1,5 @@
 """Vector lookup at 10k / 100k / 1M entries (384-d): exact numpy search vs the inverted lists (faiss IVF,
-8-bit codes) edge-ai uses past ANN_MIN entries, and optionally an HNSW graph (usearch, the structure
+half floats) edge-ai uses past ANN_MIN entries, and optionally an HNSW graph (usearch, the structure
 edge-ai used before) as a second anchor. Reports build time, memory, p50/p99 single-query latency (k=4, as
 the cache asks), batched queries/s, and recall@1 against exact search two ways: the index's own top 1, and
 what the cache gets (its top 4 re-scored exactly from the stored vectors).
