@@ -83,3 +83,15 @@ def openai_client(server: Server):
     import openai
 
     return openai.OpenAI(base_url=server.url + "/v1", api_key="test-key", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def parts():
+    """The production embedder and hit judge, in-process (one load for every module that asks)."""
+    from edge_ai.config import Settings
+    from edge_ai.model_files import open_embedder, open_judge
+
+    settings = Settings(models_dir="models")
+    embedder = open_embedder(settings)
+    yield embedder, open_judge(settings)
+    embedder.close()

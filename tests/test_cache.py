@@ -8,23 +8,11 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
-
 from edge_ai.cache import SemanticCache
-from edge_ai.config import Settings
-from edge_ai.model_files import open_embedder, open_judge
 from edge_ai.request import Final, Message, Request
 
 PAIRS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "gptcache_mock_data.json").read_text())[:120]
 ENTRIES = len({p["origin"] for p in PAIRS})  # a few origins repeat: one entry each
-
-
-@pytest.fixture(scope="module")
-def parts():
-    settings = Settings(models_dir="models")
-    embedder = open_embedder(settings)
-    yield embedder, open_judge(settings)
-    embedder.close()
 
 
 def ask(text: str) -> Request:

@@ -9,17 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ai.cli import app
-from edge_ai.config import Settings
 from edge_ai.hit import DEFAULT_MODEL, FEATURES, HitModel, contradicts
-from edge_ai.model_files import open_embedder, open_judge
-
-
-@pytest.fixture(scope="module")
-def parts():
-    settings = Settings(models_dir="models")
-    embedder = open_embedder(settings)
-    yield embedder, open_judge(settings)
-    embedder.close()
 
 
 def decide(parts, cached: str, asked: str, threshold: float | None = None) -> tuple[float, float, bool]:

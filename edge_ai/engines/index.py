@@ -79,6 +79,16 @@ class _Exact:
         return len(self) >= ann_min
 
 
+def _faiss():
+    """faiss, imported when a partition first needs lists. Its loader reports at info level that it found
+    no AVX2-specific module; the wheel's one module picks its kernels for the CPU at run time, so that line
+    only alarms: it is kept to warnings."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def cells_for(n: int) -> int:
     """~4 sqrt(n) cells: a cell then holds ~sqrt(n)/4 entries, and 16 of them are a small scan at any n.
     k-means wants >= 39 training points a cell, which caps it for small n."""
@@ -105,7 +115,7 @@ class _Lists:
             self._next = len(ids)
 
     def _train(self, vecs: np.ndarray) -> None:
-        import faiss
+        faiss = _faiss()
 
         nlist = cells_for(len(vecs))
         # a sample of 64 per cell trains k-means as well as all of them (faiss wants >= 39) in a fraction of the time
@@ -123,7 +133,7 @@ class _Lists:
 
     @classmethod
     def restore(cls, dim: int, path: Path, ids: list[str | None], trained_for: int) -> "_Lists":
-        import faiss
+        faiss = _faiss()
 
         lists = cls(dim)
         lists.index = faiss.read_index(str(path))
@@ -148,7 +158,7 @@ class _Lists:
         self.key[id_], self.id_of[k] = k, id_
 
     def remove(self, id_: str) -> None:
-        import faiss
+        faiss = _faiss()
 
         k = self.key.pop(id_, None)
         if k is not None:
@@ -259,7 +269,7 @@ class VectorIndex:
     # store has not changed since (same generation). Anything else is rebuilt from the stored vectors.
 
     def save_lists(self, directory: Path, generation: int) -> int:
-        import faiss
+        faiss = _faiss()
 
         directory.mkdir(parents=True, exist_ok=True)
         manifest: dict = {"generation": generation, "lists": {}}

@@ -101,18 +101,10 @@ def main() -> None:
             lists.index.nprobe = nprobe
             measure(f"ivf{nprobe}", lists.search, lambda q: lists.index.search(q, 4), l_build, l_mb, ex, qs, rq, truth, n)
         if args.hnsw:
-            from usearch.index import Index
-
             base = rss_mb()
             t = time.perf_counter()
-            g = Index(ndim=DIM, metric="ip", dtype="f16", connectivity=16, expansion_add=128)
-            g.add(np.arange(n, dtype=np.uint64), x)
+            g, g_search = hnsw_graph(x, ids)
             g_build, g_mb = time.perf_counter() - t, rss_mb() - base
-
-            def g_search(q: np.ndarray, k: int) -> list[tuple[str, float]]:
-                found = g.search(q, k)
-                return [(ids[int(key)], 1.0 - float(d)) for key, d in zip(found.keys, found.distances)]
-
             for ef in (96, 192):
                 g.expansion_search = ef
                 measure(f"hnsw{ef}", g_search, lambda q: g.search(q, 4), g_build, g_mb, ex, qs, rq, truth, n)
@@ -126,6 +118,22 @@ def measure(name, search, batched, build_s, mb, ex, qs, rq, truth, n) -> None:
     recall = np.mean([search(q, 1)[0][0] == tr for q, tr in zip(rq, truth)])
     reranked = np.mean([rerank(ex, search(q, 4), q) == tr for q, tr in zip(rq, truth)])
     print(f"{n:>9} {name:<6} {build_s:>8.2f} {mb:>7.0f} {p50:>8.3f} {p99:>8.3f} {qps:>10.0f} {recall:>9.3f} {reranked:>9.3f}", flush=True)
+
+
+def hnsw_graph(x: np.ndarray, ids: list[str]):
+    """The anchor: the HNSW graph edge-ai used before (usearch, f16, M=16, ef_add=128), and a search that
+    answers as edge-ai's partitions do ((id, similarity), best first)."""
+    from usearch.index import Index
+
+    g = Index(ndim=DIM, metric="ip", dtype="f16", connectivity=16, expansion_add=128)
+    g.add(np.arange(len(x), dtype=np.uint64), x)
+
+    def search(q: np.ndarray, k: int) -> list[tuple[str, float]]:
+        found = g.search(q, k)
+        return [(ids[int(key)], 1.0 - float(d)) for key, d in zip(found.keys, found.distances)]
+
+    return g, search
+
 
 def real(args: argparse.Namespace) -> None:
     z = np.load(args.real)
@@ -150,17 +158,9 @@ def real(args: argparse.Namespace) -> None:
         lists.index.nprobe = nprobe
         report(f"ivf{nprobe}", build, lists.search)
     if args.hnsw:
-        from usearch.index import Index
-
         t = time.perf_counter()
-        g = Index(ndim=DIM, metric="ip", dtype="f16", connectivity=16, expansion_add=128)
-        g.add(np.arange(len(x), dtype=np.uint64), x)
+        g, g_search = hnsw_graph(x, ids)
         build = time.perf_counter() - t
-
-        def g_search(q: np.ndarray, k: int) -> list[tuple[str, float]]:
-            found = g.search(q, k)
-            return [(str(int(key)), 1.0 - float(d)) for key, d in zip(found.keys, found.distances)]
-
         for ef in (96, 192):
             g.expansion_search = ef
             report(f"hnsw{ef}", build, g_search)
