@@ -94,9 +94,11 @@ class SemanticCache:
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from
-        # the stored vectors, so approximation never decides a hit, or a miss, on its own.
+        # the stored vectors, so approximation never decides a hit, or a miss, on its own. The search runs
+        # off the event loop: at a million entries a likely miss scans for milliseconds (see VectorIndex).
+        found = await asyncio.to_thread(self.index.search, req.scope_key(), vec, 4, limit)
         candidates = []
-        for id_, _ in self.index.search(req.scope_key(), vec, k=4):
+        for id_, _ in found:
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
                 self.index.remove(id_)

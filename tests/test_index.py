@@ -52,6 +52,25 @@ def test_large_partition_moves_to_lists_with_high_recall():
     assert idx.search("S", v[0], k=1)[0][0] == "id1" and len(idx) == 1999
 
 
+def test_a_query_with_no_close_neighbour_scans_wider():
+    """Random queries have no close neighbour, so a narrow scan of the lists often misses the nearest; given
+    a floor nothing reaches, the index scans WIDE cells (here: all of them) and finds it every time."""
+    rng = np.random.default_rng(5)
+    idx = VectorIndex(32, ann_min=500, background=False)
+    v = unit(rng, 2000)
+    for i in range(2000):
+        idx.add("S", f"id{i}", v[i])
+    lists = idx._parts["S"]
+    assert lists.index.nlist <= index_module.WIDE and lists.index.nprobe < lists.index.nlist
+    queries = unit(rng, 200)
+    truth = [f"id{t}" for t in np.argmax(queries @ v.T, axis=1)]
+    narrow = np.mean([idx.search("S", q, k=1)[0][0] == t for q, t in zip(queries, truth)])
+    wide = np.mean([idx.search("S", q, k=1, floor=0.99)[0][0] == t for q, t in zip(queries, truth)])
+    assert narrow < 0.97 and wide == 1.0  # the narrow scan does miss some (0.915 here)
+    close = v[7] + 0.01 * unit(rng, 1)[0]  # a close neighbour above the floor: the narrow scan answers
+    assert idx.search("S", close / np.linalg.norm(close), k=1, floor=0.9)[0][0] == "id7"
+
+
 def test_changes_during_a_background_build_are_replayed(monkeypatch):
     """Lookups keep using the old partition while lists are built; what changed meanwhile is not lost."""
     rng = np.random.default_rng(3)

@@ -28,7 +28,8 @@ log = logging.getLogger("edge_ai.index")
 
 ANN_MIN = 10_000  # at 10k the lists are already 4x faster than exact search, at recall 1.000 (BENCHMARKS.md)
 REGROW = 2.0  # retrain a partition's lists once it has this many times the entries they were trained for
-NPROBE = 16  # cells scanned per query: recall@1 1.000 at 1M (BENCHMARKS.md), p50 ~0.6 ms
+NPROBE = 16  # cells scanned per query: recall@1 1.000 at 1M on synthetic data (BENCHMARKS.md), p50 ~0.6 ms
+WIDE = 128  # cells scanned again when the first scan found nothing close enough to be a hit (see search)
 
 
 class _Exact:
@@ -62,7 +63,7 @@ class _Exact:
             self.pos[self.ids[i]] = i
         self.ids.pop()
 
-    def search(self, vec: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def search(self, vec: np.ndarray, k: int, floor: float | None = None) -> list[tuple[str, float]]:
         n = len(self.ids)
         if n == 0:
             return []
@@ -165,8 +166,11 @@ class _Lists:
             self.index.remove_ids(faiss.IDSelectorArray(np.array([k], np.int64)))
             del self.id_of[k]
 
-    def search(self, vec: np.ndarray, k: int) -> list[tuple[str, float]]:
-        sims, keys = self.index.search(np.asarray(vec, np.float32).reshape(1, -1), k)
+    def search(self, vec: np.ndarray, k: int, floor: float | None = None) -> list[tuple[str, float]]:
+        q = np.asarray(vec, np.float32).reshape(1, -1)
+        sims, keys = self.index.search(q, k)
+        if floor is not None and (keys[0][0] < 0 or sims[0][0] < floor):
+            sims, keys = self.index.search(q, k, params=_faiss().SearchParametersIVF(nprobe=WIDE))
         return [(self.id_of[int(key)], float(s)) for key, s in zip(keys[0], sims[0]) if int(key) in self.id_of]
 
     def snapshot(self) -> tuple[list[str], np.ndarray]:
@@ -256,11 +260,17 @@ class VectorIndex:
             if scope is not None:
                 self._remove(scope, id_)
 
-    def search(self, scope: str, vec: np.ndarray, k: int = 1) -> list[tuple[str, float]]:
-        """The k nearest entries of `scope`, best first, as (id, cosine similarity)."""
+    def search(self, scope: str, vec: np.ndarray, k: int = 1, floor: float | None = None) -> list[tuple[str, float]]:
+        """The k nearest entries of `scope`, best first, as (id, cosine similarity).
+
+        `floor` is the least similarity a hit can have. Lists that find nothing above it scan 8x as many
+        cells before answering: that query is about to cost a model call (hundreds of ms), so a wider scan
+        (~4 ms at 1M) is cheap insurance that a hit is not missed; a query with a close neighbour, the
+        common case, stays on the narrow scan. Real sentence embeddings lie across cell borders more
+        than synthetic clusters do, and need it (BENCHMARKS.md)."""
         with self._lock:
             part = self._parts.get(scope)
-            return part.search(vec, k) if part else []
+            return part.search(vec, k, floor) if part else []
 
     def kind(self, scope: str) -> str:
         return type(self._parts.get(scope)).__name__.strip("_").lower()
