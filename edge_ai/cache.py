@@ -29,7 +29,7 @@ class Hit:
 @dataclass
 class Lookup:
     hit: Hit | None
-    vector: np.ndarray | None  # the query's embedding, kept so storing the answer needs no second pass
+    vector: np.ndarray | None  # the query's embedding if one was made (not for an exact hit), kept so storing the answer needs no second pass
 
 
 def serves(entry: Entry, req: Request) -> bool:
@@ -90,7 +90,7 @@ class SemanticCache:
         exact = self.store.get(req.exact_key())
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
-            return Lookup(Hit(exact, 1.0, True), exact.vec())
+            return Lookup(Hit(exact, 1.0, True), None)
         vec = await self.embedder.embed_one(req.query)
         limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from

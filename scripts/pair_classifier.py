@@ -8,7 +8,7 @@ where each paraphrase's top 4 origins by embedding cosine (>= 0.70) are re-ranke
 One epoch takes ~20 minutes on 2 cores.
 
     .venv/bin/python scripts/pair_classifier.py ../shared/data/qqp_dev.jsonl.gz \\
-        --retrieval ../shared/data/gptcache_mock_data.json [--epochs 1] [--out /tmp/pair-model]
+        --retrieval ../shared/data/gptcache_mock_data.json [--epochs 1] [--out /tmp/pair-model] [--model DIR]
 """
 
 from __future__ import annotations
@@ -89,15 +89,20 @@ def main() -> None:
     ap.add_argument("--held", type=int, default=4_000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/pair-model"), help="where the trained model is saved")
+    ap.add_argument("--model", type=Path, help="score a model trained before (an --out directory) instead of training")
     args = ap.parse_args()
     random.seed(0)
     torch.manual_seed(0)
     settings = Settings()
     rows = read_pairs(args.pairs)
-    model = PairModel(str(resolve_embedder(settings.embedder)))
-    model.fit(rows[args.fit_from :], args.epochs)
-    model.net.save_pretrained(args.out)
-    model.tok.save_pretrained(args.out)
+    if args.model:
+        model = PairModel(str(args.model))
+        model.net.eval()
+    else:
+        model = PairModel(str(resolve_embedder(settings.embedder)))
+        model.fit(rows[args.fit_from :], args.epochs)
+        model.net.save_pretrained(args.out)
+        model.tok.save_pretrained(args.out)
 
     held = rows[: args.held]
     labels = np.array([int(r["label"]) for r in held])
@@ -123,7 +128,7 @@ def main() -> None:
         print(f"{args.retrieval.name}: right / wrong / miss by the classifier's logit")
         for t in (-2, -1, 0, 1, 2):
             hits = [(i, j) for i, (s, j) in best.items() if s >= t]
-            right = sum(i == j for i, j in hits)
+            right = sum(pairs[i]["origin"] == pairs[j]["origin"] for i, j in hits)  # as `edge-ai eval retrieval` counts
             print(f"  logit >= {t:>2}: {right} / {len(hits) - right} / {len(pairs) - len(hits)}")
 
 
