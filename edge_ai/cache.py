@@ -29,7 +29,7 @@ class Hit:
 @dataclass
 class Lookup:
     hit: Hit | None
-    vector: np.ndarray | None  # the query's embedding if one was made (not for an exact hit), kept so storing the answer needs no second pass
+    vector: np.ndarray | None  # the query's embedding (none for an exact hit): storing the answer needs no second pass
 
 
 def serves(entry: Entry, req: Request) -> bool:

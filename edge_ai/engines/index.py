@@ -4,7 +4,8 @@ A hit needs an exact scope match, so vectors are kept per scope and a query only
 partition. A small partition is a matrix of unit vectors searched exactly (one BLAS matrix-vector
 product). Past `ann_min` vectors a partition moves to inverted lists (faiss IVF): k-means cells of
 half-float vectors, of which a query scans the few whose centroids are nearest, so its cost grows with
-sqrt(n) instead of n. The caller re-scores candidates exactly from the stored vectors, so approximate
+sqrt(n) instead of n; one that finds nothing close enough to be a hit there scans 8x as many cells before
+it is called a miss. The caller re-scores candidates exactly from the stored vectors, so approximate
 distances only rank them: they never decide a hit, or a miss, on their own.
 
 Lists are trained for the size a partition has when they are built; a partition that doubles is retrained.
