@@ -8,7 +8,7 @@ Vectors: unit-normalised clustered Gaussians (queries are perturbed copies of st
 paraphrase is of its origin), which is harder for a graph than real sentence embeddings' neighbourhoods.
 A query's nearest is at cosine ~0.86, under the cache's default threshold: the `miss` row searches as the
 cache does with that threshold as the floor, so the lists scan WIDE cells after the first NPROBE found
-nothing close enough to be a hit (the cost of the cache's miss path).
+nothing close enough to be a hit (the cost of the cache's miss path; its queries/s are one at a time).
 
     .venv/bin/python scripts/bench/lookup.py [--sizes 10000 100000 1000000] [--queries 1000]
         [--nprobe 8 32] [--hnsw]
