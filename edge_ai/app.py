@@ -130,6 +130,6 @@ def create_app(settings: Settings) -> Router:
         body = an.error_body(status, message) if anthropic else oa.error_body(status, message)
         return JSONResponse(body, status_code=status)
 
-    app = Router([*routes.routes(runtime), Route("/healthz", healthz), Route("/readyz", readyz)], http_error, lifespan)
+    app = Router([Route("/healthz", healthz), Route("/readyz", readyz), *routes.routes(runtime)], http_error, lifespan)
     app.state.runtime = runtime
     return app

@@ -38,11 +38,11 @@ async def ready(request: Request) -> Response:
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
-def not_found(request: Request, status: int, detail: str) -> Response:
+def error_page(request: Request, status: int, detail: str) -> Response:
     return Response(detail, status_code=status)
 
 
-app = Router([Route("/v1/chat/completions", chat, methods=["POST"]), Route("/readyz", ready)], not_found)
+app = Router([Route("/v1/chat/completions", chat, methods=["POST"]), Route("/readyz", ready)], error_page)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
