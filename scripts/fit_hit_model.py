@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_ai.config import Settings
 from edge_ai.evaluate import read_pairs
-from edge_ai.hit import FEATURES, contradicts, features
+from edge_ai.hit import _NEGATIONS, _NUMBER, _WORD, FEATURES, contradicts, features
 from edge_ai.model_files import open_embedder
 
 
@@ -33,12 +33,31 @@ def curve(p: np.ndarray, y: np.ndarray, recall: float) -> tuple[float, float]:
     return float(tp[i] / (i + 1)), float(p[order][i])
 
 
+def negation_report(rows: list[dict], sims: np.ndarray) -> None:
+    """Where a one-sided negation means a different question: the share of duplicates among close pairs
+    (cosine >= 0.85, same numbers) negated on one side only, by how much of their other words they
+    share (Jaccard). The negation veto holds from hit.NEGATION_OVERLAP up."""
+    bins: dict[int, list[int]] = {}
+    for s, r in zip(sims, rows):
+        a, b = (set(_WORD.findall(t.lower().replace("n't", " not"))) for t in (r["text_a"], r["text_b"]))
+        if s < 0.85 or _NEGATIONS.isdisjoint(a) == _NEGATIONS.isdisjoint(b):
+            continue
+        if set(_NUMBER.findall(r["text_a"])) != set(_NUMBER.findall(r["text_b"])):
+            continue
+        a, b = a - _NEGATIONS, b - _NEGATIONS
+        bins.setdefault(min(int(10 * len(a & b) / max(len(a | b), 1)), 9), []).append(int(r["label"]))
+    print("one-sided negation, cosine >= 0.85: share of duplicates by word overlap")
+    for k in sorted(bins):
+        print(f"  overlap {k / 10:.1f}-{(k + 1) / 10:.1f}: {len(bins[k]):4d} pairs, {np.mean(bins[k]):.2f} duplicates")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("pairs", type=Path)
     ap.add_argument("--out", type=Path, default=Path("edge_ai/hit_model.json"))
     ap.add_argument("--recall", type=float, default=0.43, help="recall the default threshold keeps on the fitting half")
     ap.add_argument("--vectors", type=Path, help="cache the embeddings here (.npz) between runs")
+    ap.add_argument("--negation-report", action="store_true", help="also print what backs hit.NEGATION_OVERLAP")
     args = ap.parse_args()
     from sklearn.linear_model import LogisticRegression
 
@@ -56,6 +75,8 @@ def main() -> None:
         if args.vectors:
             np.savez(args.vectors, a=a, b=b)
     sims = np.einsum("ij,ij->i", a, b)
+    if args.negation_report:
+        negation_report(rows, sims)
     x = np.stack([features(float(s), r["text_a"], r["text_b"]) for s, r in zip(sims, rows)])
     y = np.array([int(r["label"]) for r in rows])
     veto = np.array([contradicts(r["text_a"], r["text_b"]) for r in rows])

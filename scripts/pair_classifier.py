@@ -4,7 +4,8 @@
 No cross-encoder is installable offline here, so one is trained: all-MiniLM-L6-v2's weights with a
 one-logit head, fine-tuned on labelled pairs from index `--fit-from` on (QQP: the half the hit model
 is fitted on), then scored on the first `--held` pairs and on a GPTCache-style {"origin","similar"} file,
-where each paraphrase's top 4 origins by embedding cosine (>= 0.70) are re-ranked by the classifier.
+where each paraphrase's top 4 origins by embedding cosine (>= 0.70) are re-ranked by the classifier,
+and then with both at once (the nearest origin by cosine >= t, kept only if the classifier's logit >= c).
 One epoch takes ~20 minutes on 2 cores.
 
     .venv/bin/python scripts/pair_classifier.py ../shared/data/qqp_dev.jsonl.gz \\
@@ -130,6 +131,20 @@ def main() -> None:
             hits = [(i, j) for i, (s, j) in best.items() if s >= t]
             right = sum(pairs[i]["origin"] == pairs[j]["origin"] for i, j in hits)  # as `edge-ai eval retrieval` counts
             print(f"  logit >= {t:>2}: {right} / {len(hits) - right} / {len(pairs) - len(hits)}")
+
+        # Both at once: the embedder's nearest origin, kept only if the classifier agrees.
+        first = sims.argmax(axis=1)
+        nearest = sims[np.arange(len(pairs)), first]
+        agrees = model.score([pairs[j]["origin"] for j in first], [p["similar"] for p in pairs])
+        right = np.array([pairs[i]["origin"] == pairs[j]["origin"] for i, j in enumerate(first)])
+        print("cosine >= t and logit >= c: QQP held-out precision / recall | right / wrong / miss")
+        for t in (0.80, 0.85, 0.89):
+            for c in (-2, -1, 0, 1):
+                q = (ranked["cosine"] >= t) & (ranked["pair classifier"] >= c)
+                tp = int((q & (labels == 1)).sum())
+                g = (nearest >= t) & (agrees >= c)
+                print(f"  t {t:.2f} c {c:>2}: P {tp / max(int(q.sum()), 1):.3f} R {tp / labels.sum():.3f}"
+                      f" | {int((g & right).sum())} / {int((g & ~right).sum())} / {int((~g).sum())}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,18 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     assert sim > 0.75 and score == 0.0 and not hit  # cosine alone would take them
 
 
+@pytest.mark.parametrize("cached,asked", [
+    ("If the audio dataset doesn't have any metadata, AudioFolder creates a label column from the directory name.",
+     "AudioFolder creates a label column from the directory name in the absence of any metadata in the audio dataset."),
+    ("How do I stop worrying about what others think of me?", "How do I learn not to care about what people think of me?"),
+])
+def test_a_reworded_negation_is_no_veto(parts, cached, asked):
+    """The negation veto is for wording shared but for a "not"; a paraphrase that says it in other words
+    is left to the score."""
+    assert not contradicts(cached, asked)
+    assert decide(parts, cached, asked, threshold=0.75)[2]
+
+
 def test_threshold_is_strictness(parts):
     _, score, _ = decide(parts, *PARAPHRASES[2])
     assert decide(parts, *PARAPHRASES[2], threshold=score)[2]
