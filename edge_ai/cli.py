@@ -343,18 +343,23 @@ def eval_pairs_cmd(
 def eval_retrieval_cmd(
     file: Path = typer.Argument(..., exists=True, help='JSON list of {"origin", "similar"} pairs.'),
     threshold: Optional[float] = typer.Option(None, help="Least hit score (default: cache_threshold, else the hit model's)."),
+    show_wrong: bool = typer.Option(False, "--show-wrong", help="Also print each wrong hit: what was asked, served, and right."),
     config: Optional[Path] = Config,
 ) -> None:
     """GPTCache's benchmark protocol through the production lookup.
 
     Every origin is cached and every paraphrase asked.
 
-    A hit on its own origin is right, on another origin wrong; no hit is a miss."""
+    A hit on its own origin is right, on another origin wrong; no hit is a miss. A "wrong" hit may still
+    read as the right answer where two origins say the same thing: --show-wrong lists them to judge."""
     from edge_ai.evaluate import eval_retrieval
 
     embedder, judge, threshold = _judge(config, threshold)
     r = eval_retrieval(file, embedder, judge, threshold)
     typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.3f}  right {r['right']}  wrong {r['wrong']}  miss {r['miss']}")
+    if show_wrong:
+        for w in sorted(r["wrong_hits"], key=lambda w: w["similarity"]):
+            typer.echo(f"\nsimilarity {w['similarity']:.3f}\n  asked:  {w['asked']}\n  served: {w['served']}\n  right:  {w['right']}")
     embedder.close()
 
 

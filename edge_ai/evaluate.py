@@ -86,16 +86,19 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
     for p, vec in zip(pairs, vecs):
         await cache.put(_ask(p["origin"]), Final(p["origin"], "stop", 0, 1), "eval", vec)
     looks = await asyncio.gather(*(cache.lookup(_ask(p["similar"])) for p in pairs))
-    right = wrong = miss = 0
+    right = miss = 0
+    wrong: list[dict[str, Any]] = []
     for p, look in zip(pairs, looks):
         if look.hit is None:
             miss += 1
         elif look.hit.entry.query == p["origin"]:
             right += 1
         else:
-            wrong += 1
+            wrong.append({"similarity": look.hit.similarity, "asked": p["similar"], "served": look.hit.entry.query,
+                          "right": p["origin"]})
     cache.close()
-    return {"pairs": len(pairs), "right": right, "wrong": wrong, "miss": miss, "threshold": threshold}
+    return {"pairs": len(pairs), "right": right, "wrong": len(wrong), "miss": miss, "threshold": threshold,
+            "wrong_hits": wrong}
 
 
 def _ask(text: str) -> Request:

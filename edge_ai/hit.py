@@ -39,9 +39,9 @@ _NEGATIONS = frozenset(
 )
 
 # The negation veto holds when the prompts share at least this much of their other words (Jaccard).
-# Among Quora pairs at cosine >= 0.85 with a negation on one side only, 53-78% are duplicates below
+# Among Quora pairs at cosine >= 0.85 with a negation on one side only, 50-78% are duplicates below
 # an overlap of 0.8 and 26% above it; on GPTCache's reworded paraphrases the veto refused 32 right hits
-# at 0.80 and no wrong one. At 0.7: 877 -> 904 right, 50 -> 46 wrong there, Quora's precision at
+# at 0.80 and no wrong one. At 0.7: 877 -> 905 right, 50 -> 46 wrong there, Quora's precision at
 # recall 0.40 unchanged (BENCHMARKS.md, "Hit decision quality").
 NEGATION_OVERLAP = 0.7
 
@@ -53,12 +53,16 @@ FEATURES = (
 DEFAULT_MODEL = Path(__file__).with_name("hit_model.json")
 
 
+def words(text: str) -> set[str]:
+    """Lower-case words, "n't" spelled out, typographic apostrophes ("don’t") read as plain ones."""
+    return set(_WORD.findall(text.lower().replace("’", "'").replace("n't", " not")))
+
+
 def contradicts(cached: str, asked: str) -> bool:
     """The hard vetoes: different numbers, or a negation on one side only of otherwise shared wording."""
     if set(_NUMBER.findall(cached)) != set(_NUMBER.findall(asked)):
         return True
-    words_a = set(_WORD.findall(cached.lower().replace("n't", " not")))
-    words_b = set(_WORD.findall(asked.lower().replace("n't", " not")))
+    words_a, words_b = words(cached), words(asked)
     if _NEGATIONS.isdisjoint(words_a) == _NEGATIONS.isdisjoint(words_b):
         return False
     rest_a, rest_b = words_a - _NEGATIONS, words_b - _NEGATIONS

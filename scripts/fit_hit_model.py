@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_ai.config import Settings
 from edge_ai.evaluate import read_pairs
-from edge_ai.hit import _NEGATIONS, _NUMBER, _WORD, FEATURES, contradicts, features
+from edge_ai.hit import _NEGATIONS, _NUMBER, FEATURES, contradicts, features, words
 from edge_ai.model_files import open_embedder
 
 
@@ -39,7 +39,7 @@ def negation_report(rows: list[dict], sims: np.ndarray) -> None:
     share (Jaccard). The negation veto holds from hit.NEGATION_OVERLAP up."""
     bins: dict[int, list[int]] = {}
     for s, r in zip(sims, rows):
-        a, b = (set(_WORD.findall(t.lower().replace("n't", " not"))) for t in (r["text_a"], r["text_b"]))
+        a, b = words(r["text_a"]), words(r["text_b"])
         if s < 0.85 or _NEGATIONS.isdisjoint(a) == _NEGATIONS.isdisjoint(b):
             continue
         if set(_NUMBER.findall(r["text_a"])) != set(_NUMBER.findall(r["text_b"])):

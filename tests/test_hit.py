@@ -60,6 +60,7 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("What is 2 + 2?", "What is 2 + 3?"),
     ("Who won the football world cup in 2018?", "Who won the football world cup in 2022?"),
     ("Can I take ibuprofen with coffee?", "Can't I take ibuprofen with coffee?"),
+    ("Can I take ibuprofen with coffee?", "Can’t I take ibuprofen with coffee?"),  # a typographic apostrophe
 ])
 def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     assert contradicts(cached, asked)
@@ -71,6 +72,7 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     ("If the audio dataset doesn't have any metadata, AudioFolder creates a label column from the directory name.",
      "AudioFolder creates a label column from the directory name in the absence of any metadata in the audio dataset."),
     ("How do I stop worrying about what others think of me?", "How do I learn not to care about what people think of me?"),
+    ("Why can’t PIL display a depth map stored as float?", "Why cannot PIL display a depth map stored as float?"),  # both negated
 ])
 def test_a_reworded_negation_is_no_veto(parts, cached, asked):
     """The negation veto is for wording shared but for a "not"; a paraphrase that says it in other words
@@ -120,3 +122,16 @@ def test_eval_retrieval_counts_right_wrong_and_miss(tmp_path):
     out = CliRunner().invoke(app, ["eval", "retrieval", str(data)])
     assert out.exit_code == 0, out.output
     assert "right 1  wrong 0  miss 1" in out.output
+
+
+def test_eval_retrieval_shows_what_a_wrong_hit_served(tmp_path):
+    data = tmp_path / "mock.json"
+    data.write_text(json.dumps([
+        {"origin": "Why is the ocean salty?", "similar": "Why is the sea salty?"},
+        {"origin": "How do I reset my password?", "similar": "Why is the ocean salty?"},  # asks the other one
+    ]))
+    out = CliRunner().invoke(app, ["eval", "retrieval", str(data), "--show-wrong"])
+    assert out.exit_code == 0, out.output
+    assert "right 1  wrong 1  miss 0" in out.output
+    assert "similarity 1.000\n  asked:  Why is the ocean salty?\n  served: Why is the ocean salty?\n" \
+           "  right:  How do I reset my password?" in out.output

@@ -32,13 +32,10 @@ from edge_ai.model_files import open_embedder  # noqa: E402
 
 def veto(overlap: float | None) -> Callable[[str, str], bool]:
     """The number veto, and the negation veto from `overlap` up (None: never)."""
-    def words(t: str) -> set[str]:
-        return set(hit._WORD.findall(t.lower().replace("n't", " not")))
-
     def contradicts(a: str, b: str) -> bool:
         if set(hit._NUMBER.findall(a)) != set(hit._NUMBER.findall(b)):
             return True
-        wa, wb = words(a), words(b)
+        wa, wb = hit.words(a), hit.words(b)
         if overlap is None or hit._NEGATIONS.isdisjoint(wa) == hit._NEGATIONS.isdisjoint(wb):
             return False
         ra, rb = wa - hit._NEGATIONS, wb - hit._NEGATIONS
