@@ -183,6 +183,7 @@ class _OnnxPipeline:
         target = export_dir / f"{path.name}-{_fingerprint(path, self.inputs)}.onnx"
         if not target.is_file():
             _export(model, sample, self.inputs, target)
+        self.path = target
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = os.cpu_count() or 1

@@ -66,7 +66,7 @@ def main() -> None:
     assert emb._onnx is not None, "the ONNX export failed; see the log"
     float_session = emb._onnx.session
     int8_path = Path(tempfile.mkdtemp(prefix="edge-int8-")) / "int8.onnx"
-    quantize_dynamic(float_session._model_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(emb._onnx.path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = float_session.get_session_options().intra_op_num_threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
