@@ -362,12 +362,10 @@ class LLMEngine:
             task = self._waiting.popleft()
             if task.cancelled:
                 continue
-            slot, keep = self._place(free, task.tokens)
-            if task.params.seed is not None:
-                # A seed promises the same answer again. Reused KV changes how the prompt's last token
-                # is computed (one row instead of the prompt's whole batch, another kernel, other
-                # rounding), which moved one seeded sample in five: such tasks prefill it all.
-                keep = 0
+            # A seed promises the same answer again. Reused KV changes how the prompt's last token is
+            # computed (one row instead of inside the prefill, another kernel, other rounding), which
+            # moved one seeded sample in five: a seeded task takes the lowest free slot and prefills it all.
+            slot, keep = (free[0], 0) if task.params.seed is not None else self._place(free, task.tokens)
             if not self._window_held(slot.id, keep) or not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
                 ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
                 keep = 0
