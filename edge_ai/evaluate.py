@@ -44,6 +44,14 @@ class PairsResult:
         return 2 * p * r / max(p + r, 1e-9)
 
 
+def precision_at(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
+    """Precision where a ranking by `scores` (higher = surer hit) first reaches `recall` of the positives."""
+    order = np.argsort(-scores)
+    tp = np.cumsum(labels[order])
+    at = min(int(np.searchsorted(tp / labels.sum(), recall)), len(tp) - 1)
+    return float(tp[at] / (at + 1))
+
+
 def read_pairs(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     rows = []
     with _open(path) as fh:

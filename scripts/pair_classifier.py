@@ -24,15 +24,8 @@ import numpy as np
 import torch
 
 from edge_ai.config import Settings
-from edge_ai.evaluate import read_pairs
+from edge_ai.evaluate import precision_at, read_pairs
 from edge_ai.model_files import open_embedder, resolve_embedder
-
-
-def precision_at(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
-    order = np.argsort(-scores)
-    tp = np.cumsum(labels[order])
-    i = min(int(np.searchsorted(tp / labels.sum(), recall)), len(labels) - 1)
-    return float(tp[i] / (i + 1))
 
 
 class PairModel:

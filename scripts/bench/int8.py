@@ -16,8 +16,6 @@ two. Printed, per model:
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import random
 import sys
 import tempfile
@@ -30,24 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edge_ai.engines.embedder import Embedder  # noqa: E402
+from edge_ai.evaluate import precision_at, read_pairs  # noqa: E402
 from edge_ai.model_files import resolve_embedder  # noqa: E402
-
-
-def qqp(n: int) -> list[dict]:
-    rows = []
-    with gzip.open(ROOT.parent / "shared" / "data" / "qqp_dev.jsonl.gz", "rt") as fh:
-        for line in fh:
-            rows.append(json.loads(line))
-            if len(rows) >= n:
-                break
-    return rows
-
-
-def precision_at(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
-    order = np.argsort(-scores)
-    tp = np.cumsum(labels[order])
-    at = min(int(np.searchsorted(tp / labels.sum(), recall)), len(tp) - 1)
-    return float(tp[at] / (at + 1))
 
 
 def main() -> None:
@@ -59,7 +41,7 @@ def main() -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    rows = qqp(args.pairs)
+    rows = read_pairs(ROOT.parent / "shared" / "data" / "qqp_dev.jsonl.gz", args.pairs)
     texts = [r["text_a"] for r in rows[:1024]]
     labels = np.array([int(r["label"]) for r in rows])
     emb = Embedder(resolve_embedder(""), backend="onnx", export_dir=ROOT / "models" / "embedders")

@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -26,22 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import edge_ai.hit as hit  # noqa: E402
 from edge_ai.config import Settings  # noqa: E402
-from edge_ai.evaluate import read_pairs  # noqa: E402
+from edge_ai.evaluate import precision_at, read_pairs  # noqa: E402
 from edge_ai.model_files import open_embedder  # noqa: E402
-
-
-def veto(overlap: float | None) -> Callable[[str, str], bool]:
-    """The number veto, and the negation veto from `overlap` up (None: never)."""
-    def contradicts(a: str, b: str) -> bool:
-        if set(hit._NUMBER.findall(a)) != set(hit._NUMBER.findall(b)):
-            return True
-        wa, wb = hit.words(a), hit.words(b)
-        if overlap is None or hit._NEGATIONS.isdisjoint(wa) == hit._NEGATIONS.isdisjoint(wb):
-            return False
-        ra, rb = wa - hit._NEGATIONS, wb - hit._NEGATIONS
-        return len(ra & rb) >= overlap * max(len(ra | rb), 1)
-
-    return contradicts
 
 
 def main() -> None:
@@ -76,16 +61,11 @@ def main() -> None:
     print(f"negation veto          QQP P@R0.40 0..{half - 1}  {half}..{len(rows) - 1}"
           f"   {args.retrieval.name} right / wrong at 0.80, at {args.threshold}")
     judge = hit.HitJudge()
-    variants = [("always", 0.0), ("never", None)] + [(f"overlap >= {o}", o) for o in args.overlaps]
+    variants = [("always", 0.0), ("never", float("inf"))] + [(f"overlap >= {o}", o) for o in args.overlaps]
     for name, overlap in variants:
-        hit.contradicts = veto(overlap)  # HitJudge.score looks it up at call time
+        hit.NEGATION_OVERLAP = overlap  # hit.contradicts reads it at call time
         scores = np.array([judge.score(float(s), r["text_a"], r["text_b"]) for s, r in zip(sims, rows)])
-        precision = []
-        for part in (slice(0, half), slice(half, None)):
-            order = np.argsort(-scores[part])
-            tp = np.cumsum(labels[part][order])
-            at = min(int(np.searchsorted(tp / tp[-1], 0.40)), len(tp) - 1)
-            precision.append(tp[at] / (at + 1))
+        precision = [precision_at(scores[part], labels[part], 0.40) for part in (slice(0, half), slice(half, None))]
         counts = []
         for t in (0.80, args.threshold):
             right = wrong = 0
