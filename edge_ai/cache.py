@@ -1,4 +1,4 @@
-"""The semantic cache: exact-match path, then nearest neighbour within the request's scope."""
+"""The semantic cache: exact-match path, then the best-scoring of the nearest prompts within the request's scope."""
 
 from __future__ import annotations
 
@@ -97,21 +97,25 @@ class SemanticCache:
         # the stored vectors, so approximation never decides a hit, or a miss, on its own. The search runs
         # off the event loop: at a million entries a likely miss scans for milliseconds (see VectorIndex).
         found = await asyncio.to_thread(self.index.search, req.scope_key(), vec, 4, limit)
-        candidates = []
+        # The best *score* is served, not the nearest: a nearer prompt naming something the question does
+        # not ("`remove_column`" asked as '"remove_column"') loses to one a little further that doesn't.
+        best: tuple[float, float, Entry] | None = None
         for id_, _ in found:
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
                 self.index.remove(id_)
                 continue
-            candidates.append((float(entry.vec() @ vec), entry))
-        for sim, entry in sorted(candidates, key=lambda c: -c[0]):
-            if sim < limit:  # a score never exceeds its similarity: nothing further down can hit
-                break
-            if serves(entry, req) and self.judge.is_hit(sim, entry.query, req.query, limit):
-                self.hits["semantic"] += 1
-                return Lookup(Hit(entry, sim, False), vec)
-        self.hits["miss"] += 1
-        return Lookup(None, vec)
+            sim = float(entry.vec() @ vec)
+            if sim < limit or not serves(entry, req):  # a score never exceeds its similarity
+                continue
+            score = self.judge.score(sim, entry.query, req.query)
+            if score >= limit and (best is None or score > best[0]):
+                best = (score, sim, entry)
+        if best is None:
+            self.hits["miss"] += 1
+            return Lookup(None, vec)
+        self.hits["semantic"] += 1
+        return Lookup(Hit(best[2], best[1], False), vec)
 
     async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None) -> Entry | None:
         """Store a complete answer. Empty answers are not worth serving again."""

@@ -351,15 +351,18 @@ def eval_retrieval_cmd(
     Every origin is cached and every paraphrase asked.
 
     A hit on its own origin is right, on another origin wrong; no hit is a miss. A "wrong" hit may still
-    read as the right answer where two origins say the same thing: --show-wrong lists them to judge."""
+    read as the right answer where two origins say the same thing: "same question" counts the wrong hits
+    whose served origin this decision would itself serve for the right one, and --show-wrong lists them all."""
     from edge_ai.evaluate import eval_retrieval
 
     embedder, judge, threshold = _judge(config, threshold)
     r = eval_retrieval(file, embedder, judge, threshold)
-    typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.3f}  right {r['right']}  wrong {r['wrong']}  miss {r['miss']}")
+    typer.echo(f"pairs {r['pairs']}  threshold {r['threshold']:.3f}  right {r['right']}  wrong {r['wrong']} "
+               f"({r['same_question']} same question)  miss {r['miss']}")
     if show_wrong:
         for w in sorted(r["wrong_hits"], key=lambda w: w["similarity"]):
-            typer.echo(f"\nsimilarity {w['similarity']:.3f}\n  asked:  {w['asked']}\n  served: {w['served']}\n  right:  {w['right']}")
+            typer.echo(f"\nsimilarity {w['similarity']:.3f}{'  (same question)' if w['same_question'] else ''}\n"
+                       f"  asked:  {w['asked']}\n  served: {w['served']}\n  right:  {w['right']}")
     embedder.close()
 
 

@@ -94,6 +94,7 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
     for p, vec in zip(pairs, vecs):
         await cache.put(_ask(p["origin"]), Final(p["origin"], "stop", 0, 1), "eval", vec)
     looks = await asyncio.gather(*(cache.lookup(_ask(p["similar"])) for p in pairs))
+    origin_vec = {p["origin"]: vec for p, vec in zip(pairs, vecs)}
     right = miss = 0
     wrong: list[dict[str, Any]] = []
     for p, look in zip(pairs, looks):
@@ -102,11 +103,15 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
         elif look.hit.entry.query == p["origin"]:
             right += 1
         else:
-            wrong.append({"similarity": look.hit.similarity, "asked": p["similar"], "served": look.hit.entry.query,
-                          "right": p["origin"]})
+            served = look.hit.entry.query
+            # Would this decision serve the served origin's answer to the right origin itself? Then the two
+            # are one question to it, and the protocol's ids, not the decision, tell them apart.
+            same = judge.is_hit(float(look.hit.entry.vec() @ origin_vec[p["origin"]]), served, p["origin"], threshold)
+            wrong.append({"similarity": look.hit.similarity, "asked": p["similar"], "served": served,
+                          "right": p["origin"], "same_question": same})
     cache.close()
     return {"pairs": len(pairs), "right": right, "wrong": len(wrong), "miss": miss, "threshold": threshold,
-            "wrong_hits": wrong}
+            "same_question": sum(w["same_question"] for w in wrong), "wrong_hits": wrong}
 
 
 def _ask(text: str) -> Request:

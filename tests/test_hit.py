@@ -121,7 +121,7 @@ def test_eval_retrieval_counts_right_wrong_and_miss(tmp_path):
     ]))
     out = CliRunner().invoke(app, ["eval", "retrieval", str(data)])
     assert out.exit_code == 0, out.output
-    assert "right 1  wrong 0  miss 1" in out.output
+    assert "right 1  wrong 0 (0 same question)  miss 1" in out.output
 
 
 def test_eval_retrieval_shows_what_a_wrong_hit_served(tmp_path):
@@ -132,6 +132,21 @@ def test_eval_retrieval_shows_what_a_wrong_hit_served(tmp_path):
     ]))
     out = CliRunner().invoke(app, ["eval", "retrieval", str(data), "--show-wrong"])
     assert out.exit_code == 0, out.output
-    assert "right 1  wrong 1  miss 0" in out.output
+    assert "right 1  wrong 1 (0 same question)  miss 0" in out.output
     assert "similarity 1.000\n  asked:  Why is the ocean salty?\n  served: Why is the ocean salty?\n" \
            "  right:  How do I reset my password?" in out.output
+
+
+def test_eval_retrieval_tells_a_wrong_id_from_a_wrong_answer(tmp_path):
+    """Two origins asking one question (cosine 0.95): each paraphrase is served the other, which the decision
+    would also serve for its own origin; a wrong hit on an unrelated origin is not "same question"."""
+    data = tmp_path / "mock.json"
+    data.write_text(json.dumps([
+        {"origin": "Why is the ocean salty?", "similar": "Why is the sea salty?"},
+        {"origin": "Why is the sea salty?", "similar": "Why is the ocean salty?"},
+        {"origin": "How do I reset my password?", "similar": "Why is the ocean salty?"},
+    ]))
+    out = CliRunner().invoke(app, ["eval", "retrieval", str(data), "--show-wrong"])
+    assert out.exit_code == 0, out.output
+    assert "right 0  wrong 3 (2 same question)  miss 0" in out.output
+    assert out.output.count("(same question)\n") == 2
