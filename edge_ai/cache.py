@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,37 @@ from edge_ai.hit import HitJudge
 from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.cache")
+
+# A question asked again (a client retrying through an outage, a program's fixed prompt) misses the exact
+# path unless its own answer was stored, and would be embedded and decided again: the embedder is what
+# bounds semantic hits. So the cache keeps the last RECENT vectors (a vector is a function of the text
+# alone: 8,192 of them are 12 MB) and the last RECENT hit decisions, each valid while its scope's part of
+# the index is unchanged (VectorIndex.changes): the same request against the same entries is the same hit.
+RECENT = 8192
+
+
+class _Recent(OrderedDict):
+    """A map that keeps its RECENT most recently used keys."""
+
+    def recall(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def remember(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > RECENT:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    id: str
+    similarity: float
+    vector: np.ndarray
+    changes: int  # the scope's VectorIndex.changes when it was decided
 
 
 @dataclass
@@ -50,6 +83,8 @@ class SemanticCache:
         self._generation = -1
         self._checked = 0.0
         self._syncing: asyncio.Future[int] | None = None
+        self._vectors = _Recent()  # query text -> vector
+        self._decided = _Recent()  # (exact key, max_tokens, least score) -> _Decided
 
     @classmethod
     def open(cls, directory: str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
@@ -87,16 +122,30 @@ class SemanticCache:
 
     async def lookup(self, req: Request, threshold: float | None = None) -> Lookup:
         self._maybe_sync()
-        exact = self.store.get(req.exact_key())
+        limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
+        scope, exact_key = req.scope_key(), req.exact_key()
+        decision = (exact_key, req.max_tokens, limit)
+        # A remembered hit first: it was decided for this very request (so the exact path had nothing for
+        # it then), and any write to its scope since, its own exact entry included, voids it.
+        known: _Decided | None = self._decided.recall(decision)
+        if known is not None and known.changes == self.index.changes(scope):
+            entry = self.store.get(known.id)
+            if entry is not None and serves(entry, req):  # not expired, nor replaced by another process
+                self.hits["semantic"] += 1
+                return Lookup(Hit(entry, known.similarity, False), known.vector)
+        exact = self.store.get(exact_key)
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
             return Lookup(Hit(exact, 1.0, True), None)
-        vec = await self.embedder.embed_one(req.query)
-        limit = next(t for t in (threshold, req.cache.threshold, self.threshold) if t is not None)
+        vec = await self.embed(req.query)
+        changes = self.index.changes(scope)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from
-        # the stored vectors, so approximation never decides a hit, or a miss, on its own. The search runs
-        # off the event loop: at a million entries a likely miss scans for milliseconds (see VectorIndex).
-        found = await asyncio.to_thread(self.index.search, req.scope_key(), vec, 4, limit)
+        # the stored vectors, so approximation never decides a hit, or a miss, on its own. The first search
+        # runs inline: under a millisecond at any size (BENCHMARKS.md), less than a hop to a thread costs
+        # here. Lists that find nothing close enough rescan wider, ~4 ms at a million entries: off the loop.
+        found = self.index.search(scope, vec, 4)
+        if (not found or found[0][1] < limit) and self.index.kind(scope) == "lists":
+            found = await asyncio.to_thread(self.index.search, scope, vec, 4, limit)
         # The best *score* is served, not the nearest: a nearer prompt naming something the question does
         # not ("`remove_column`" asked as '"remove_column"') loses to one a little further that doesn't.
         best: tuple[float, float, Entry] | None = None
@@ -114,15 +163,17 @@ class SemanticCache:
         if best is None:
             self.hits["miss"] += 1
             return Lookup(None, vec)
+        _, sim, entry = best
+        self._decided.remember(decision, _Decided(entry.id, sim, vec, changes))
         self.hits["semantic"] += 1
-        return Lookup(Hit(best[2], best[1], False), vec)
+        return Lookup(Hit(entry, sim, False), vec)
 
     async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None) -> Entry | None:
         """Store a complete answer. Empty answers are not worth serving again."""
         if not final.text.strip():
             return None
         if vector is None:
-            vector = await self.embedder.embed_one(req.query)
+            vector = await self.embed(req.query)
         entry = Entry(
             id=req.exact_key(),
             scope_key=req.scope_key(),
@@ -139,6 +190,15 @@ class SemanticCache:
         self.index.add(entry.scope_key, entry.id, vector)
         self._generation += 1  # our own write: nothing to re-index
         return entry
+
+    async def embed(self, text: str) -> np.ndarray:
+        """The text's vector: a recent one if this text was embedded lately, else from the embedder."""
+        vec = self._vectors.recall(text)
+        if vec is None:
+            vec = await self.embedder.embed_one(text)
+            vec.flags.writeable = False  # shared by every lookup of this text
+            self._vectors.remember(text, vec)
+        return vec
 
     def stats(self) -> dict[str, object]:
         return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}

@@ -75,3 +75,39 @@ def test_the_best_score_is_served_not_the_nearest(parts, tmp_path):
     assert hit is not None and hit.entry.query == quotes
     assert abs(hit.similarity - near[quotes]) < 1e-3
     cache.close()
+
+
+def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope_changes(parts, tmp_path, monkeypatch):
+    embedder, judge = parts
+    cache = SemanticCache.open(tmp_path, embedder, judge)
+    asyncio.run(cache.put(ask("Why is the ocean salty?"), Final("Salt from rocks.", "stop", 0, 3), "import"))
+    asked = "Why is the sea salty?"
+
+    before = embedder.texts
+    first = asyncio.run(cache.lookup(ask(asked)))
+    again = asyncio.run(cache.lookup(ask(asked)))
+    assert first.hit is not None and again.hit is not None and again.hit.entry.answer == "Salt from rocks."
+    assert again.hit.similarity == first.hit.similarity and again.vector is first.vector
+    assert embedder.texts == before + 1  # one embedding for two lookups
+    # a stricter request is decided afresh, on the remembered vector: a miss
+    assert asyncio.run(cache.lookup(ask(asked), threshold=0.99)).hit is None
+    assert embedder.texts == before + 1
+
+    # a nearer entry in the same scope: the remembered decision no longer holds, the new entry wins
+    asyncio.run(cache.put(ask("Why is the sea salty"), Final("Rivers carry salt.", "stop", 0, 3), "import"))
+    assert asyncio.run(cache.lookup(ask(asked))).hit.entry.answer == "Rivers carry salt."
+    # one whose answer is too long for this request's max_tokens is not served from memory either
+    short = Request(model="gpt-4o", messages=(Message("user", asked),), max_tokens=2)
+    assert asyncio.run(cache.lookup(short)).hit is None
+    # the question's own answer, stored later, is an exact hit: a remembered semantic one does not mask it
+    asyncio.run(cache.put(ask(asked), Final("Its own answer.", "stop", 0, 3), "cloud"))
+    hit = asyncio.run(cache.lookup(ask(asked))).hit
+    assert hit.exact and hit.entry.answer == "Its own answer."
+
+    monkeypatch.setattr("edge_ai.cache.RECENT", 2)  # bounded: the oldest vectors are forgotten
+    before = embedder.texts
+    for q in ("How do I reset my password?", "What is the capital of France?", "Why is the sky blue?",
+              "How do I reset my password?"):
+        asyncio.run(cache.lookup(ask(q)))
+    assert embedder.texts == before + 4 and len(cache._vectors) == 2
+    cache.close()

@@ -32,6 +32,23 @@ def test_exact_search_add_remove_and_scopes():
     assert idx.search("nope", v[0]) == []
 
 
+def test_changes_count_what_can_alter_a_scope_s_searches():
+    rng = np.random.default_rng(5)
+    idx = VectorIndex(32, ann_min=100, background=False)
+    v = unit(rng, 120)
+    for i in range(99):
+        idx.add("A", f"id{i}", v[i])
+    idx.add("B", "b0", v[0])
+    assert (idx.changes("A"), idx.changes("B"), idx.changes("none")) == (99, 1, 0)
+    idx.search("A", v[1], k=4)
+    idx.remove("b0")
+    assert (idx.changes("A"), idx.changes("B")) == (99, 2)  # searches change nothing; scopes are apart
+    idx.add("A", "id99", v[99])  # the 100th entry: the partition moves to lists, which rank approximately
+    assert idx.kind("A") == "lists" and idx.changes("A") == 101
+    idx.add("B", "id5", v[5])  # moving an entry changes both scopes
+    assert (idx.changes("A"), idx.changes("B")) == (102, 3)
+
+
 def test_large_partition_moves_to_lists_with_high_recall():
     rng = np.random.default_rng(1)
     idx = VectorIndex(32, ann_min=500, background=False)

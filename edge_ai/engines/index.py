@@ -193,6 +193,7 @@ class VectorIndex:
         self._parts: dict[str, _Exact | _Lists] = {}
         self._scope_of: dict[str, str] = {}
         self._journal: dict[str, list[tuple[str, np.ndarray | None]]] = {}  # per scope being rebuilt: changes since its snapshot
+        self._changes: dict[str, int] = {}  # per scope: adds and removes so far (see changes())
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
 
@@ -210,6 +211,7 @@ class VectorIndex:
             part = self._parts.setdefault(scope, _Exact(self.dim))
             part.add(id_, vec)
             self._scope_of[id_] = scope
+            self._changes[scope] = self._changes.get(scope, 0) + 1
             if scope in self._journal:
                 self._journal[scope].append((id_, np.array(vec, np.float32)))
                 return
@@ -238,6 +240,7 @@ class VectorIndex:
                         new.add(id_, vec)
                 if len(new):
                     self._parts[scope] = new
+                    self._changes[scope] = self._changes.get(scope, 0) + 1  # approximate now: may rank otherwise
             self._idle.notify_all()
         if new is not None:
             log.info("index: %d entries of a scope moved to %d cells", len(new), new.index.nlist)
@@ -250,6 +253,7 @@ class VectorIndex:
     def _remove(self, scope: str, id_: str) -> None:
         part = self._parts[scope]
         part.remove(id_)
+        self._changes[scope] = self._changes.get(scope, 0) + 1
         if scope in self._journal:
             self._journal[scope].append((id_, None))
         if not len(part):
@@ -272,6 +276,10 @@ class VectorIndex:
         with self._lock:
             part = self._parts.get(scope)
             return part.search(vec, k, floor) if part else []
+
+    def changes(self, scope: str) -> int:
+        """How many adds and removes `scope` has seen: while it is the same, so is every search of it."""
+        return self._changes.get(scope, 0)
 
     def kind(self, scope: str) -> str:
         return type(self._parts.get(scope)).__name__.strip("_").lower()
@@ -313,6 +321,7 @@ class VectorIndex:
                 continue
             with self._lock:
                 self._parts[scope] = lists
+                self._changes[scope] = self._changes.get(scope, 0) + 1
                 for id_ in lists.key:
                     self._scope_of[id_] = scope
             n += len(lists)
