@@ -6,7 +6,7 @@ the server on that cache, then 50 concurrent clients ask (a) the origins again: 
 paraphrases hit (a miss costs a local-model prefill, which would load the CPU the hits are measured on);
 the measured rounds ask only those: once on a restarted server ("semantic 1st": each asked for the
 first time, so each is embedded), then `--rounds` more times ("semantic again": the cache remembers
-recent questions' vectors, so these are vector search and decision only). Latency is per request, client side. The load generator is aiohttp in its own
+recent questions' vectors and hit decisions, so these skip the embedder). Latency is per request, client side. The load generator is aiohttp in its own
 process: on 2 cores its CPU is taken from the server, and it costs a third of httpx's per request.
 
     .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor] [--wrk SECONDS] [--exact-only]

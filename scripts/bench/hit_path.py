@@ -2,8 +2,8 @@
 
 Warms a cache with GPTCache's 999 origins (recorded answers, no model call), loads edge-ai's app
 in-process, and calls it as an ASGI app for N sequential exact hits, then N semantic hits on paraphrases
-asked again (each was asked once before, so its vector is remembered: this is the path without the
-embedder, whose cost is in `embeddings.py`); the anchor is `floor_server.py`'s
+asked again (each was asked once before, so its vector and hit decision are remembered: this is the
+path without the embedder, whose cost is in `embeddings.py`); the anchor is `floor_server.py`'s
 app (the same router and Starlette responses answering a fixed body) called the same way. On 2 shared cores the HTTP
 benchmarks (`cache_hits.py`) drift ±30% run to run; this isolates what edge-ai's own code costs.
 
