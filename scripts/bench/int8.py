@@ -1,10 +1,11 @@
 """Is an int8 embedder worth shipping? The ONNX export quantised to int8 weights, against the float export.
 
-    .venv/bin/python scripts/bench/int8.py [--pairs 4000] [--rounds 2]
+    .venv/bin/python scripts/bench/int8.py [--pairs 4000] [--rounds 2] [--static 512 [--percentile 99.99]]
 
 ONNX Runtime's dynamic quantisation (int8 weights, one scale per output channel; activations quantised
 on the fly) is made from edge-ai's own float export into a temporary folder, so nothing is downloaded and
-the production export is untouched. Both models run through the same Embedder; rounds alternate the
+the production export is untouched. `--static N` adds static quantisation (activation scales fixed from
+calibration passes over N questions from the file's other end, range or `--percentile`). Both models run through the same Embedder; rounds alternate the
 two. Printed, per model:
 - speed: QQP questions in length-sorted passes of 16 (as the server runs them), and one at a time;
 - closeness to the float vectors (cosine, same texts);
@@ -35,11 +36,22 @@ from edge_ai.model_files import resolve_embedder  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=4000, help="QQP pairs scored for ranking quality")
-    ap.add_argument("--rounds", type=int, default=2, help="speed rounds, alternating the two models")
+    ap.add_argument("--rounds", type=int, default=2, help="speed rounds, alternating the models")
+    ap.add_argument("--static", type=int, default=0, metavar="N",
+                    help="also static int8 (activation scales calibrated on N other QQP questions)")
+    ap.add_argument("--percentile", type=float, default=0.0, metavar="P",
+                    help="with --static: scales from the P-th percentile of activations instead of their range")
     args = ap.parse_args()
 
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     rows = read_pairs(ROOT.parent / "shared" / "data" / "qqp_dev.jsonl.gz", args.pairs)
     texts = [r["text_a"] for r in rows[:1024]]
@@ -53,10 +65,35 @@ def main() -> None:
     opts.intra_op_num_threads = float_session.get_session_options().intra_op_num_threads
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     models = {"float": float_session, "int8": ort.InferenceSession(str(int8_path), opts, providers=["CPUExecutionProvider"])}
+    if args.static:
+        # activation scales fixed from calibration passes over other QQP questions (the second half of the
+        # file), so a vector no longer depends on its pass-mates
+        calib = [r["text_a"] for r in read_pairs(ROOT.parent / "shared" / "data" / "qqp_dev.jsonl.gz")[-args.static:]]
+
+        class Passes(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.groups = iter([calib[i : i + 16] for i in range(0, len(calib), 16)])
+
+            def get_next(self) -> dict | None:
+                group = next(self.groups, None)
+                if group is None:
+                    return None
+                f = emb.model.preprocess(group)
+                width = 64  # one shape for every pass: histogram calibration stacks them
+                return {k: np.pad(f[k].numpy()[:, :width], ((0, 0), (0, max(0, width - f[k].shape[1])))).astype(np.int64)
+                        for k in emb._onnx.inputs}
+
+        static_path = int8_path.with_name("int8-static.onnx")
+        quantize_static(emb._onnx.path, static_path, Passes(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"],
+                        calibrate_method=CalibrationMethod.Percentile if args.percentile else CalibrationMethod.MinMax,
+                        extra_options={"CalibPercentile": args.percentile} if args.percentile else {})
+        models["static"] = ort.InferenceSession(str(static_path), opts, providers=["CPUExecutionProvider"])
 
     speed: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
     for r in range(args.rounds):
-        for name in models if r % 2 == 0 else reversed(list(models)):
+        for name in list(models) if r % 2 == 0 else reversed(list(models)):
             emb._onnx.session = models[name]
             emb.encode(texts[:32])
             t = time.perf_counter()
