@@ -329,13 +329,17 @@ def eval_pairs_cmd(
 
     text_a is taken as the cached prompt and text_b as the new one.
 
-    Label 1 means serving text_a's answer would be right."""
+    Label 1 means serving text_a's answer would be right. Also printed: the precision where the decision's
+    score, ranking all pairs, first reaches recall 0.30 / 0.40 / 0.50 (any threshold)."""
     from edge_ai.evaluate import eval_pairs
 
     embedder, judge, threshold = _judge(config, threshold)
     r = eval_pairs(file, embedder, judge, threshold, limit)
     typer.echo(f"pairs {r.n}  threshold {threshold:.3f}  "
                f"precision {r.precision:.3f}  recall {r.recall:.3f}  F1 {r.f1:.3f}  (tp {r.tp}, fp {r.fp}, fn {r.fn})")
+    if r.precision_at_recall:
+        typer.echo("precision at recall " + " / ".join(f"{k:.2f}" for k in r.precision_at_recall) + ": "
+                   + " / ".join(f"{v:.3f}" for v in r.precision_at_recall.values()))
     embedder.close()
 
 

@@ -29,6 +29,7 @@ class PairsResult:
     tp: int
     fp: int
     fn: int
+    precision_at_recall: dict[float, float]  # of the ranking by score, whatever the threshold
 
     @property
     def precision(self) -> float:
@@ -42,6 +43,9 @@ class PairsResult:
     def f1(self) -> float:
         p, r = self.precision, self.recall
         return 2 * p * r / max(p + r, 1e-9)
+
+
+RECALLS = (0.30, 0.40, 0.50)  # where `eval pairs` reads precision off the ranking
 
 
 def precision_at(scores: np.ndarray, labels: np.ndarray, recall: float) -> float:
@@ -70,14 +74,11 @@ def eval_pairs(path: Path, embedder: Embedder, judge: HitJudge, threshold: float
     a = embedder.encode([r["text_a"] for r in rows])
     b = embedder.encode([r["text_b"] for r in rows])
     sims = np.einsum("ij,ij->i", a, b)
-    tp = fp = fn = 0
-    for r, sim in zip(rows, sims):
-        hit = judge.is_hit(float(sim), r["text_a"], r["text_b"], threshold)
-        label = int(r["label"]) == 1
-        tp += hit and label
-        fp += hit and not label
-        fn += label and not hit
-    return PairsResult(len(rows), tp, fp, fn)
+    scores = np.array([judge.score(float(sim), r["text_a"], r["text_b"]) for r, sim in zip(rows, sims)])
+    labels = np.array([int(r["label"]) == 1 for r in rows])
+    hits = scores >= threshold
+    curve = {r: precision_at(scores, labels, r) for r in RECALLS} if labels.any() else {}
+    return PairsResult(len(rows), int((hits & labels).sum()), int((hits & ~labels).sum()), int((labels & ~hits).sum()), curve)
 
 
 def eval_retrieval(path: Path, embedder: Embedder, judge: HitJudge, threshold: float) -> dict[str, Any]:

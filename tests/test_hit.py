@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ai.cli import app
+from edge_ai.evaluate import precision_at
 from edge_ai.hit import DEFAULT_MODEL, FEATURES, HitModel, contradicts
 
 
@@ -111,6 +112,16 @@ def test_eval_pairs_reports_the_production_decision(tmp_path):
     out = CliRunner().invoke(app, ["eval", "pairs", str(pairs)])
     assert out.exit_code == 0, out.output
     assert "precision 1.000  recall 1.000" in out.output and f"(tp {len(PARAPHRASES)}, fp 0, fn 0)" in out.output
+    assert "precision at recall 0.30 / 0.40 / 0.50: 1.000 / 1.000 / 1.000" in out.output  # every paraphrase outranks every near-miss
+
+
+def test_precision_at_recall_reads_the_ranking():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([1, 0, 1, 1, 0])
+    assert precision_at(scores, labels, 0.30) == 1.0  # the surest pair alone reaches a third of the positives
+    assert precision_at(scores, labels, 0.50) == 2 / 3  # two positives need the top three
+    assert precision_at(scores, labels, 1.00) == 3 / 4
+    assert precision_at(scores[::-1], labels[::-1], 1.00) == 3 / 4  # the scores rank, not the input's order
 
 
 def test_eval_retrieval_counts_right_wrong_and_miss(tmp_path):
