@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.store import Entry, Store
 from edge_ai.hit import HitJudge
+from edge_ai.recent import Recent
 from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.cache")
@@ -26,22 +25,6 @@ log = logging.getLogger("edge_ai.cache")
 # alone: 8,192 of them are 12 MB) and the last RECENT hit decisions, each valid while its scope's part of
 # the index is unchanged (VectorIndex.changes): the same request against the same entries is the same hit.
 RECENT = 8192
-
-
-class _Recent(OrderedDict):
-    """A map that keeps its RECENT most recently used keys."""
-
-    def recall(self, key: Any) -> Any:
-        value = self.get(key)
-        if value is not None:
-            self.move_to_end(key)
-        return value
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > RECENT:
-            self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -83,8 +66,8 @@ class SemanticCache:
         self._generation = -1
         self._checked = 0.0
         self._syncing: asyncio.Future[int] | None = None
-        self._vectors = _Recent()  # query text -> vector
-        self._decided = _Recent()  # (exact key, max_tokens, least score) -> _Decided
+        self._vectors = Recent(RECENT)  # query text -> vector
+        self._decided = Recent(RECENT)  # (exact key, max_tokens, least score) -> _Decided
 
     @classmethod
     def open(cls, directory: str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,

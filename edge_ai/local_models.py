@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
 from pathlib import Path
 
 from edge_ai.chat_template import JinjaTemplate, gemma_prompt
@@ -11,6 +10,7 @@ from edge_ai.config import Settings
 from edge_ai.engines.llm import LLMEngine, SamplingParams
 from edge_ai.errors import ContextOverflow, NotFound
 from edge_ai.model_files import resolve_gguf
+from edge_ai.recent import Recent
 from edge_ai.request import Request
 
 PROMPT_MEMO = 4096  # prompts whose tokens are kept (least recently used go first)
@@ -20,7 +20,7 @@ class LocalModel:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
         self.name = engine.path.stem
-        self._memo: OrderedDict[tuple[object, ...], array[int]] = OrderedDict()
+        self._memo = Recent(PROMPT_MEMO)  # prompt fields -> tokens
         source = engine.chat_template
         self._template = (
             JinjaTemplate(source, engine.token_text(engine.bos_token), "") if source else None
@@ -31,14 +31,10 @@ class LocalModel:
         262k-token vocabulary), which was most of an exact cache hit's CPU; exact hits are by definition
         prompts seen before. Kept as int32 arrays: 4 bytes a token."""
         key = (req.kind, req.prompt, req.system, req.messages, req.prefill)
-        tokens = self._memo.get(key)
+        tokens = self._memo.recall(key)
         if tokens is None:
             tokens = array("i", self._tokenize(req))
-            self._memo[key] = tokens
-            if len(self._memo) > PROMPT_MEMO:
-                self._memo.popitem(last=False)
-        else:
-            self._memo.move_to_end(key)
+            self._memo.remember(key, tokens)
         return tokens.tolist()
 
     def _tokenize(self, req: Request) -> list[int]:

@@ -77,7 +77,7 @@ def test_the_best_score_is_served_not_the_nearest(parts, tmp_path):
     cache.close()
 
 
-def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope_changes(parts, tmp_path, monkeypatch):
+def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope_changes(parts, tmp_path):
     embedder, judge = parts
     cache = SemanticCache.open(tmp_path, embedder, judge)
     asyncio.run(cache.put(ask("Why is the ocean salty?"), Final("Salt from rocks.", "stop", 0, 3), "import"))
@@ -104,7 +104,7 @@ def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope
     hit = asyncio.run(cache.lookup(ask(asked))).hit
     assert hit.exact and hit.entry.answer == "Its own answer."
 
-    monkeypatch.setattr("edge_ai.cache.RECENT", 2)  # bounded: the oldest vectors are forgotten
+    cache._vectors.size = 2  # bounded: the oldest vectors are forgotten
     before = embedder.texts
     for q in ("How do I reset my password?", "What is the capital of France?", "Why is the sky blue?",
               "How do I reset my password?"):

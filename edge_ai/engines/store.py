@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import diskcache
 import numpy as np
+
+from edge_ai.recent import Recent
 
 
 @dataclass
@@ -51,15 +52,14 @@ class Store:
         self.ttl = ttl
         # size_limit: the cache is the product's memory of good answers; never evict silently
         self._db = diskcache.Cache(str(self.directory / "entries"), size_limit=2**62, eviction_policy="none")
-        self._hot: OrderedDict[str, Entry] = OrderedDict()
+        self._hot = Recent(HOT_ENTRIES)  # id -> Entry
         self._hot_lock = threading.Lock()  # writes and index loads run on worker threads
 
     def get(self, id_: str) -> Entry | None:
         with self._hot_lock:
-            entry = self._hot.get(id_)
+            entry = self._hot.recall(id_)
             if entry is not None:
                 if self.ttl is None or time.time() < entry.created + self.ttl:
-                    self._hot.move_to_end(id_)
                     return entry
                 del self._hot[id_]  # expired: diskcache decides (and will say it is gone)
         entry = self.read(id_)
@@ -93,10 +93,7 @@ class Store:
 
     def _remember(self, entry: Entry) -> None:
         with self._hot_lock:
-            self._hot[entry.id] = entry
-            self._hot.move_to_end(entry.id)
-            if len(self._hot) > HOT_ENTRIES:
-                self._hot.popitem(last=False)
+            self._hot.remember(entry.id, entry)
 
     def generation(self) -> int:
         return int(self._db.get(_GENERATION, 0))
