@@ -31,7 +31,6 @@ RECENT = 8192
 class _Decided:
     id: str
     similarity: float
-    vector: np.ndarray
     changes: int  # the scope's VectorIndex.changes when it was decided
 
 
@@ -45,7 +44,9 @@ class Hit:
 @dataclass
 class Lookup:
     hit: Hit | None
-    vector: np.ndarray | None  # the query's embedding (none for an exact hit): storing the answer needs no second pass
+    # the query's embedding, so storing the answer to a miss needs no second pass (none for an exact or a
+    # remembered hit: nothing is stored after a hit)
+    vector: np.ndarray | None
 
 
 def serves(entry: Entry, req: Request) -> bool:
@@ -115,7 +116,7 @@ class SemanticCache:
             entry = self.store.get(known.id)
             if entry is not None and serves(entry, req):  # not expired, nor replaced by another process
                 self.hits["semantic"] += 1
-                return Lookup(Hit(entry, known.similarity, False), known.vector)
+                return Lookup(Hit(entry, known.similarity, False), None)
         exact = self.store.get(exact_key)
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
@@ -147,7 +148,7 @@ class SemanticCache:
             self.hits["miss"] += 1
             return Lookup(None, vec)
         _, sim, entry = best
-        self._decided.remember(decision, _Decided(entry.id, sim, vec, changes))
+        self._decided.remember(decision, _Decided(entry.id, sim, changes))
         self.hits["semantic"] += 1
         return Lookup(Hit(entry, sim, False), vec)
 
