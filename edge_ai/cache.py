@@ -13,7 +13,7 @@ import numpy as np
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.store import Entry, Store
-from edge_ai.hit import HitJudge
+from edge_ai.hit import HitJudge, differing
 from edge_ai.recent import Recent
 from edge_ai.request import Final, Request
 
@@ -141,7 +141,7 @@ class SemanticCache:
             sim = float(entry.vec() @ vec)
             if sim < limit or not serves(entry, req):  # a score never exceeds its similarity
                 continue
-            score = self.judge.score(sim, entry.query, req.query)
+            score = await self.score(sim, entry.query, req.query, limit)
             if score >= limit and (best is None or score > best[0]):
                 best = (score, sim, entry)
         if best is None:
@@ -175,14 +175,28 @@ class SemanticCache:
         self._generation += 1  # our own write: nothing to re-index
         return entry
 
+    async def score(self, similarity: float, cached: str, asked: str, limit: float) -> float:
+        """The hit decision's score of `cached` for `asked`, the stretch where they differ included
+        (hit.differing): that costs two short embeddings, so only for a pair whose whole prompts pass."""
+        where = differing(cached, asked)
+        if where is None or self.judge.weigh(similarity, cached, asked) < limit:
+            return self.judge.score(similarity, cached, asked)
+        a, b = await self.embed_many(list(where))
+        return self.judge.score(similarity, cached, asked, float(a @ b))
+
     async def embed(self, text: str) -> np.ndarray:
-        """The text's vector: a recent one if this text was embedded lately, else from the embedder."""
-        vec = self._vectors.recall(text)
-        if vec is None:
-            vec = await self.embedder.embed_one(text)
-            vec.flags.writeable = False  # shared by every lookup of this text
-            self._vectors.remember(text, vec)
-        return vec
+        return (await self.embed_many([text]))[0]
+
+    async def embed_many(self, texts: list[str]) -> list[np.ndarray]:
+        """The texts' vectors: recent ones for texts embedded lately, the rest from the embedder."""
+        vecs = [self._vectors.recall(t) for t in texts]
+        todo = [i for i, v in enumerate(vecs) if v is None]
+        if todo:
+            for i, vec in zip(todo, await self.embedder.embed([texts[i] for i in todo])):
+                vec.flags.writeable = False  # shared by every lookup of this text
+                self._vectors.remember(texts[i], vec)
+                vecs[i] = vec
+        return vecs
 
     def stats(self) -> dict[str, object]:
         return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}

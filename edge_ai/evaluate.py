@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_ai.cache import SemanticCache
 from edge_ai.engines.embedder import Embedder
-from edge_ai.hit import HitJudge
+from edge_ai.hit import HitJudge, differing
 from edge_ai.request import Final, Message, Request
 
 
@@ -74,7 +74,15 @@ def eval_pairs(path: Path, embedder: Embedder, judge: HitJudge, threshold: float
     a = embedder.encode([r["text_a"] for r in rows])
     b = embedder.encode([r["text_b"] for r in rows])
     sims = np.einsum("ij,ij->i", a, b)
-    scores = np.array([judge.score(float(sim), r["text_a"], r["text_b"]) for r, sim in zip(rows, sims)])
+    # where the prompts share more than a few words at an end, the decision also weighs the stretch
+    # where they differ (hit.differing), as the cache's lookup does
+    stretch: list[float | None] = [None] * len(rows)
+    wheres = {i: w for i, r in enumerate(rows) if (w := differing(r["text_a"], r["text_b"])) is not None}
+    if wheres:
+        wa, wb = embedder.encode([w[0] for w in wheres.values()]), embedder.encode([w[1] for w in wheres.values()])
+        for i, x, y in zip(wheres, wa, wb):
+            stretch[i] = float(x @ y)
+    scores = np.array([judge.score(float(sim), r["text_a"], r["text_b"], st) for r, sim, st in zip(rows, sims, stretch)])
     labels = np.array([int(r["label"]) == 1 for r in rows])
     hits = scores >= threshold
     curve = {r: precision_at(scores, labels, r) for r in RECALLS} if labels.any() else {}
@@ -107,7 +115,7 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
             served = look.hit.entry.query
             # Would this decision serve the served origin's answer to the right origin itself? Then the two
             # are one question to it, and the protocol's ids, not the decision, tell them apart.
-            same = judge.is_hit(float(look.hit.entry.vec() @ origin_vec[p["origin"]]), served, p["origin"], threshold)
+            same = await cache.score(float(look.hit.entry.vec() @ origin_vec[p["origin"]]), served, p["origin"], threshold) >= threshold
             wrong.append({"similarity": look.hit.similarity, "asked": p["similar"], "served": served,
                           "right": p["origin"], "same_question": same})
     cache.close()

@@ -13,6 +13,15 @@ where the rest of the wording is shared. A reworded paraphrase often carries its
 ("if it has no metadata" / "in the absence of metadata"); there a one-sided "not" says little (see
 NEGATION_OVERLAP).
 
+A sentence embedding is a mean over the text's tokens, so a long stretch two prompts share outweighs the
+part where they differ: a program's fixed instructions around the varying part, or anything past the
+embedder's window (256 tokens), which it never sees. Two different tickets under one 180-token
+template are at cosine 0.92, past the threshold; past the window they are at 1.0. So when prompts share
+more than CONTEXT words at either end, the score is also taken on the stretch where they differ, with
+CONTEXT words either side (`differing`), and the lower of the two counts: those two tickets score 0.39
+there, a reworded ticket under the same template 0.96. The vetoes then read the stretch: a template's
+words would make any one-sided "not" look like a near-copy.
+
 Why so few features: word-overlap and word-alignment features raise precision on Quora pairs (the data
 the model is fitted on) by two more points but lose it on GPTCache's paraphrase set, i.e. they learn the
 fitting data rather than near-misses; these help on both (README: "The hit decision").
@@ -45,6 +54,10 @@ _NEGATIONS = frozenset(
 # holds, Quora's precision at recall 0.40 unchanged (BENCHMARKS.md, "Hit decision quality").
 NEGATION_OVERLAP = 0.7
 
+# Words of shared context kept either side of where two prompts differ (`differing`). At 8, Quora's
+# precision at recall 0.40 and GPTCache's right / wrong hits move by a pair or two (BENCHMARKS.md).
+CONTEXT = 8
+
 FEATURES = (
     "similarity",  # cosine of the two prompts' sentence embeddings
     "names_differ",  # capitalised words on one side only (capped at 3)
@@ -54,8 +67,14 @@ DEFAULT_MODEL = Path(__file__).with_name("hit_model.json")
 
 
 def words(text: str) -> set[str]:
-    """Lower-case words, "n't" spelled out, typographic apostrophes ("don’t") read as plain ones."""
-    return set(_WORD.findall(text.lower().replace("’", "'").replace("n't", " not")))
+    """Lower-case words, negations spelled out ("can't", "cannot" -> "can not"; "doesn't" -> "does not"),
+    typographic apostrophes ("don’t") read as plain ones: "Can I…" and "Can't I…" then share "can"."""
+    text = _IRREGULAR.sub(lambda m: _IRREGULAR_AS[m.group(0)], text.lower().replace("’", "'"))
+    return set(_WORD.findall(text.replace("n't", " not")))
+
+
+_IRREGULAR_AS = {"can't": "can not", "cannot": "can not", "won't": "will not", "shan't": "shall not"}
+_IRREGULAR = re.compile(r"\b(?:can't|cannot|won't|shan't)\b")
 
 
 def contradicts(cached: str, asked: str) -> bool:
@@ -67,6 +86,23 @@ def contradicts(cached: str, asked: str) -> bool:
         return False
     rest_a, rest_b = words_a - _NEGATIONS, words_b - _NEGATIONS
     return len(rest_a & rest_b) >= NEGATION_OVERLAP * max(len(rest_a | rest_b), 1)
+
+
+def differing(cached: str, asked: str, context: int = CONTEXT) -> tuple[str, str] | None:
+    """The stretch of each prompt where they differ, with `context` shared words either side; None when
+    that stretch is the whole of both (the prompts share no more than `context` words at either end)."""
+    a, b = cached.split(), asked.split()
+    shortest = min(len(a), len(b))
+    head = 0
+    while head < shortest and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    start, cut = max(head - context, 0), max(tail - context, 0)
+    if start == 0 and cut == 0:
+        return None
+    return " ".join(a[start : len(a) - cut]), " ".join(b[start : len(b) - cut])
 
 
 @dataclass(frozen=True)
@@ -102,11 +138,16 @@ class HitJudge:
     def __init__(self, model: HitModel | None = None) -> None:
         self.model = model or HitModel.load()
 
-    def score(self, similarity: float, cached: str, asked: str) -> float:
-        """The similarity less the penalties; 0 under a veto."""
-        if contradicts(cached, asked):
-            return 0.0
-        return float(features(similarity, cached, asked) @ self.model.weights)
+    def score(self, similarity: float, cached: str, asked: str, stretch: float | None = None) -> float:
+        """The similarity less the penalties; 0 under a veto. `stretch`: the cosine of the two prompts'
+        `differing` stretches, where there are any; the score is then the lower of the whole prompts'
+        and the stretches' own, and the vetoes read the stretches: numbers that differ lie in them, and
+        a shared template's words would make any one-sided negation look like a near-copy."""
+        where = differing(cached, asked) if stretch is not None else None
+        if where is None:
+            return 0.0 if contradicts(cached, asked) else self.weigh(similarity, cached, asked)
+        return min(self.weigh(similarity, cached, asked), self.score(stretch, *where))
 
-    def is_hit(self, similarity: float, cached: str, asked: str, threshold: float) -> bool:
-        return self.score(similarity, cached, asked) >= threshold
+    def weigh(self, similarity: float, cached: str, asked: str) -> float:
+        """The similarity less the penalties, before any veto: no score of this pair is higher."""
+        return float(features(similarity, cached, asked) @ self.model.weights)

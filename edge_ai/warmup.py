@@ -195,14 +195,20 @@ class Warmer:
         by_scope: dict[str, list[tuple[str, np.ndarray]]] = {}
         for item, vec in zip(unique, vecs):
             prior = by_scope.setdefault(item.req.scope_key(), [])
-            # a near-duplicate is what a live lookup would take as a hit: same decision, vetoes included
-            if any(self.cache.judge.is_hit(float(v @ vec), q, item.req.query, self.threshold) for q, v in prior):
+            if await self._near_duplicate(item.req.query, vec, prior):
                 report.duplicates += 1
                 progress(1)
                 continue
             prior.append((item.req.query, vec))
             kept.append(item)
         return kept
+
+    async def _near_duplicate(self, query: str, vec: np.ndarray, prior: list[tuple[str, np.ndarray]]) -> bool:
+        """What a live lookup would take as a hit: the same decision, vetoes and differing stretch included."""
+        for q, v in prior:
+            if await self.cache.score(float(v @ vec), q, query, self.threshold) >= self.threshold:
+                return True
+        return False
 
     async def _answer(self, item: Item, vector: np.ndarray | None) -> str:
         for up in (u for u in self.upstreams if u.dialect == item.dialect):

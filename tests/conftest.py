@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def ticket(text: str, rules: int = 6) -> str:
+    """A program's prompt: fixed instructions (rules=6: ~240 embedder tokens, 12: past its 256-token window)
+    around the part that varies."""
+    head = ("You are a support-ticket classifier. Read the ticket and answer with exactly one label from: billing, "
+            "outage, login, feature-request, other. ")
+    body = " ".join(f"Rule {i}: tickets that mention topic number {i} in the context of accounts, invoices or "
+                    "sessions should be weighed carefully against the other rules before you decide." for i in range(rules))
+    return f"{head}{body}\n\nTicket: {text}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge_ai.cache import SemanticCache
 from edge_ai.request import Final, Message, Request
+from tests.conftest import ticket
 
 PAIRS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "gptcache_mock_data.json").read_text())[:120]
 ENTRIES = len({p["origin"] for p in PAIRS})  # a few origins repeat: one entry each
@@ -110,4 +111,31 @@ def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope
               "How do I reset my password?"):
         asyncio.run(cache.lookup(ask(q)))
     assert embedder.texts == before + 4 and len(cache._vectors) == 2
+    cache.close()
+
+
+BILLED = "I was charged twice for my subscription this month, please refund."
+DOWN = "The dashboard has been down for three hours and nothing loads."
+REWORDED = "I got billed two times for my subscription this month, please refund."
+
+
+def test_prompts_under_one_long_template_are_told_apart_by_what_differs(parts, tmp_path):
+    """A program's fixed instructions outweigh the varying part in a sentence embedding; past the
+    embedder's window it never sees that part at all. The decision also weighs the stretch that differs."""
+    embedder, judge = parts
+    cache = SemanticCache.open(tmp_path, embedder, judge)
+    for rules in (6, 12):
+        billed, down = ticket(BILLED, rules), ticket(DOWN, rules)
+        a, b = embedder.encode([billed, down])
+        # the premise: on the whole prompts the template decides (at 12 rules the vectors are the same)
+        assert judge.score(float(a @ b), billed, down) >= cache.threshold
+        if rules == 12:
+            assert float(a @ b) > 0.999
+        asyncio.run(cache.put(ask(billed), Final("billing", "stop", 0, 1), "cloud"))
+        assert asyncio.run(cache.lookup(ask(down))).hit is None
+        hit = asyncio.run(cache.lookup(ask(ticket(REWORDED, rules)))).hit
+        assert hit is not None and hit.entry.query == billed and not hit.exact
+    # a prompt that is the long one cut short is not the long one either
+    short = ticket(BILLED, 12).rsplit("Rule 9:", 1)[0]
+    assert asyncio.run(cache.lookup(ask(short))).hit is None
     cache.close()

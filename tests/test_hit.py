@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edge_ai.cli import app
 from edge_ai.evaluate import precision_at
-from edge_ai.hit import DEFAULT_MODEL, FEATURES, HitModel, contradicts
+from edge_ai.hit import DEFAULT_MODEL, FEATURES, HitModel, contradicts, differing
 
 
 def decide(parts, cached: str, asked: str, threshold: float | None = None) -> tuple[float, float, bool]:
@@ -18,7 +18,8 @@ def decide(parts, cached: str, asked: str, threshold: float | None = None) -> tu
     a, b = embedder.encode([cached, asked])
     sim = float(a @ b)
     limit = judge.model.threshold if threshold is None else threshold
-    return sim, judge.score(sim, cached, asked), judge.is_hit(sim, cached, asked, limit)
+    score = judge.score(sim, cached, asked)
+    return sim, score, score >= limit
 
 
 PARAPHRASES = [
@@ -62,6 +63,8 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("Who won the football world cup in 2018?", "Who won the football world cup in 2022?"),
     ("Can I take ibuprofen with coffee?", "Can't I take ibuprofen with coffee?"),
     ("Can I take ibuprofen with coffee?", "Can’t I take ibuprofen with coffee?"),  # a typographic apostrophe
+    ("Can I swim?", "Can't I swim?"),  # short: "can't" must still share "can"
+    ("Will it rain?", "Won't it rain?"),
 ])
 def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     assert contradicts(cached, asked)
@@ -161,3 +164,24 @@ def test_eval_retrieval_tells_a_wrong_id_from_a_wrong_answer(tmp_path):
     assert out.exit_code == 0, out.output
     assert "right 0  wrong 3 (2 same question)  miss 0" in out.output
     assert out.output.count("(same question)\n") == 2
+
+
+def test_differing_keeps_the_stretch_that_differs_with_context():
+    head = " ".join(f"h{i}" for i in range(20))
+    tail = " ".join(f"t{i}" for i in range(12))
+    a, b = differing(f"{head} red apples {tail}", f"{head} green pears {tail}", context=3)
+    assert (a, b) == ("h17 h18 h19 red apples t0 t1 t2", "h17 h18 h19 green pears t0 t1 t2")
+    # an insertion: one side's stretch is only the context
+    assert differing(f"{head} apples", f"{head} apples quickly", context=2) == ("h19 apples", "h19 apples quickly")
+    # nothing to narrow: the prompts share no more than the context at either end
+    assert differing("How do I reset my password?", "How can I reset my password?") is None
+    assert differing("same words here", "same words here") is None
+
+
+def test_the_differing_stretch_lowers_a_score_never_raises_it(parts):
+    _, judge = parts
+    cached, asked = "x " * 20 + "charged twice", "x " * 20 + "dashboard down"
+    whole = judge.score(0.95, cached, asked)
+    assert judge.score(0.95, cached, asked, 0.40) == pytest.approx(0.40)
+    assert judge.score(0.95, cached, asked, 0.99) == whole  # the lower of the two
+    assert judge.score(0.95, "How do I reset it?", "How can I reset it?", 0.10) == judge.score(0.95, "How do I reset it?", "How can I reset it?")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from edge_ai.fake_cloud import FakeCloud
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, ticket
 
 ANSWER = "Recorded: the office opens at 9."
 
@@ -33,6 +33,9 @@ def write_inputs(path) -> None:
                                  "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 9}}}),
         json.dumps({"foo": "bar"}),  # bad: line 8
         json.dumps({"request": {"messages": [{"role": "user", "content": "x"}]}, "response": {"nonsense": True}}),  # bad: line 9
+        # one template, two tickets: not near-duplicates, though the template makes their embeddings so
+        json.dumps({"messages": [{"role": "user", "content": ticket("I was charged twice this month.")}], "max_tokens": 4}),
+        json.dumps({"messages": [{"role": "user", "content": ticket("The dashboard is down.")}], "max_tokens": 4}),
         "",
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -51,9 +54,9 @@ def test_warm_summary_and_report(warmed):
     d, first, _ = warmed
     assert first.returncode == 1, first.stdout + first.stderr  # bad lines make the run non-zero
     r = json.loads((d / "r1.json").read_text())
-    assert r["lines"] == 9
+    assert r["lines"] == 11
     assert r["imported"] == 1
-    assert r["answered"] == {"local": 4}
+    assert r["answered"] == {"local": 6}
     assert r["duplicates_skipped"] == 2
     assert r["failed"] == 2
     assert sorted(f["line"] for f in r["failures"]) == ["in.jsonl:8", "in.jsonl:9"]
@@ -63,7 +66,7 @@ def test_warm_summary_and_report(warmed):
 def test_warm_rerun_skips_what_is_cached(warmed):
     d, _, second = warmed
     r = json.loads((d / "r2.json").read_text())
-    assert r["answered"] == {} and r["already_cached"] == 4 and r["imported"] == 1
+    assert r["answered"] == {} and r["already_cached"] == 6 and r["imported"] == 1
 
 
 def test_live_requests_hit_what_warmup_wrote(warmed):
@@ -79,7 +82,7 @@ def test_live_requests_hit_what_warmup_wrote(warmed):
         assert r.headers["x-edge-source"] == "cache" and r.json()["choices"][0]["message"]["content"] == ANSWER
         r = ask({"model": "claude-sonnet-4-5", "system": "Be brief.", "max_tokens": 8, "messages": [{"role": "user", "content": "What is RAM?"}]}, "/v1/messages")
         assert r.headers["x-edge-source"] == "cache"
-        assert srv.status()["cache"]["entries"] == 5
+        assert srv.status()["cache"]["entries"] == 7
     finally:
         srv.stop()
 
@@ -120,16 +123,16 @@ def test_cache_export_import_round_trip(warmed, tmp_path):
     d, _, _ = warmed
     assert cli("cache", "export", str(tmp_path / "dump.jsonl"), "--cache-dir", str(d / "cache")).returncode == 0
     lines = (tmp_path / "dump.jsonl").read_text().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 7
     with open(tmp_path / "dump.jsonl", "a") as fh:
         fh.write("not json\n")
     imp = cli("cache", "import", str(tmp_path / "dump.jsonl"), "--cache-dir", str(tmp_path / "copy"))
-    assert imp.returncode == 1 and "imported 5 entries, 1 bad lines" in imp.stdout and ":6:" in imp.stderr
+    assert imp.returncode == 1 and "imported 7 entries, 1 bad lines" in imp.stdout and ":8:" in imp.stderr
     assert cli("cache", "export", str(tmp_path / "again.jsonl"), "--cache-dir", str(tmp_path / "copy")).returncode == 0
     key = lambda l: json.loads(l)["id"]  # noqa: E731
     assert sorted(lines, key=key) == sorted((tmp_path / "again.jsonl").read_text().splitlines(), key=key)  # lossless
     stats = cli("cache", "stats", "--cache-dir", str(tmp_path / "copy")).stdout
-    assert "entries:   5" in stats and "import=1" in stats and "local=4" in stats
+    assert "entries:   7" in stats and "import=1" in stats and "local=6" in stats
     purge = cli("cache", "purge", "--model", "claude-sonnet-4-5", "--cache-dir", str(tmp_path / "copy"))
     assert "purged 1 entries" in purge.stdout
-    assert "entries:   4" in cli("cache", "stats", "--cache-dir", str(tmp_path / "copy")).stdout
+    assert "entries:   6" in cli("cache", "stats", "--cache-dir", str(tmp_path / "copy")).stdout
