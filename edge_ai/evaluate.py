@@ -102,7 +102,10 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
     vecs = embedder.encode([p["origin"] for p in pairs])
     for p, vec in zip(pairs, vecs):
         await cache.put(_ask(p["origin"]), Final(p["origin"], "stop", 0, 1), "eval", vec)
-    looks = await asyncio.gather(*(cache.lookup(_ask(p["similar"])) for p in pairs))
+    looks = []
+    step = max(1, embedder.max_queue // 4)  # in parts the embedder's queue admits (a lookup embeds up to 3 texts)
+    for start in range(0, len(pairs), step):
+        looks += await asyncio.gather(*(cache.lookup(_ask(p["similar"])) for p in pairs[start : start + step]))
     origin_vec = {p["origin"]: vec for p, vec in zip(pairs, vecs)}
     right = miss = 0
     wrong: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ import numpy as np
 from edge_ai.cache import SemanticCache
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
+from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.upstream import Upstream, UpstreamFailure
 from edge_ai.errors import EdgeError
 from edge_ai.http import parse
@@ -190,25 +191,23 @@ class Warmer:
             unique.append(item)
         if not unique:
             return unique
-        vecs = await self.cache.embedder.embed([i.req.query for i in unique])
+        vecs = await self.cache.embedder.embed_all([i.req.query for i in unique])
+        earlier = VectorIndex(self.cache.embedder.dim, background=False)  # the prompts kept so far, by scope
         kept: list[Item] = []
-        by_scope: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for item, vec in zip(unique, vecs):
-            prior = by_scope.setdefault(item.req.scope_key(), [])
-            if await self._near_duplicate(item.req.query, vec, prior):
-                report.duplicates += 1
-                progress(1)
-                continue
-            prior.append((item.req.query, vec))
-            kept.append(item)
+        for n, (item, vec) in enumerate(zip(unique, vecs)):
+            scope, query = item.req.scope_key(), item.req.query
+            # a near-duplicate is what a live lookup would take as a hit: one of the 4 nearest earlier
+            # prompts of its scope passes the same decision (vetoes and differing stretch included)
+            for i, _ in earlier.search(scope, vec, 4):
+                prior = int(i)
+                if await self.cache.score(float(vecs[prior] @ vec), unique[prior].req.query, query, self.threshold) >= self.threshold:
+                    report.duplicates += 1
+                    progress(1)
+                    break
+            else:
+                earlier.add(scope, str(n), vec)
+                kept.append(item)
         return kept
-
-    async def _near_duplicate(self, query: str, vec: np.ndarray, prior: list[tuple[str, np.ndarray]]) -> bool:
-        """What a live lookup would take as a hit: the same decision, vetoes and differing stretch included."""
-        for q, v in prior:
-            if await self.cache.score(float(v @ vec), q, query, self.threshold) >= self.threshold:
-                return True
-        return False
 
     async def _answer(self, item: Item, vector: np.ndarray | None) -> str:
         for up in (u for u in self.upstreams if u.dialect == item.dialect):

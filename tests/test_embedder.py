@@ -70,10 +70,13 @@ def test_concurrent_callers_get_the_vectors_of_their_own_text(onnx_embedder):
         assert float(v @ alone[i % len(TEXTS)]) > 0.9999
 
 
-def test_full_queue_is_refused(tmp_path):
+def test_full_queue_is_refused_but_embed_all_takes_any_number(tmp_path):
     emb = Embedder(resolve_embedder(""), backend="torch", max_queue=2)
     try:
         with pytest.raises(Overloaded):
             asyncio.run(emb.embed(["one", "two", "three"]))
+        texts = [f"sentence number {i}" for i in range(7)]
+        got = asyncio.run(emb.embed_all(texts))  # parts the queue admits, in order
+        assert got.shape == (7, emb.dim) and np.allclose(got, emb.encode(texts), atol=1e-5)
     finally:
         emb.close()

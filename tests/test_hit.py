@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -136,6 +137,19 @@ def test_eval_retrieval_counts_right_wrong_and_miss(tmp_path):
     out = CliRunner().invoke(app, ["eval", "retrieval", str(data)])
     assert out.exit_code == 0, out.output
     assert "right 1  wrong 0 (0 same question)  miss 1" in out.output
+
+
+def test_eval_retrieval_asks_more_questions_than_the_embedders_queue_holds(parts, tmp_path):
+    from edge_ai.evaluate import _retrieval
+
+    embedder, judge = parts
+    pairs = [{"origin": f"How many legs does animal number {i} have?", "similar": f"How many legs has animal number {i}?"} for i in range(24)]
+    embedder.max_queue = 8  # the lookups are handed over in parts, not all at once
+    try:
+        result = asyncio.run(_retrieval(pairs, embedder, judge, 0.80))
+    finally:
+        embedder.max_queue = 1024
+    assert result["right"] + result["miss"] == 24 and result["wrong"] == 0 and result["right"] > 12
 
 
 def test_eval_retrieval_shows_what_a_wrong_hit_served(tmp_path):

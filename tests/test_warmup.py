@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -136,3 +137,22 @@ def test_cache_export_import_round_trip(warmed, tmp_path):
     purge = cli("cache", "purge", "--model", "claude-sonnet-4-5", "--cache-dir", str(tmp_path / "copy"))
     assert "purged 1 entries" in purge.stdout
     assert "entries:   6" in cli("cache", "stats", "--cache-dir", str(tmp_path / "copy")).stdout
+
+
+def test_near_duplicates_are_found_among_more_prompts_than_the_embedders_queue_holds(parts, tmp_path):
+    from edge_ai.cache import SemanticCache
+    from edge_ai.warmup import Warmer, WarmReport, read_inputs
+
+    embedder, judge = parts
+    prompts = [f"What is item {i} made of?" for i in range(20)] + ["What is item 3 made of ?", "what is item 3 made of?"]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(p) for p in prompts) + "\n")
+    report = WarmReport()
+    items = read_inputs([tmp_path / "in.jsonl"], "gpt-4o", report)
+    cache = SemanticCache.open(tmp_path / "cache", embedder, judge)
+    embedder.max_queue = 8  # 22 prompts are embedded in parts the queue admits
+    try:
+        kept = asyncio.run(Warmer(cache, None, [])._dedupe(items, report, lambda n: None))
+    finally:
+        embedder.max_queue = 1024
+        cache.close()
+    assert [i.req.query for i in kept] == prompts[:20] and report.duplicates == 2  # numbers tell items apart

@@ -114,6 +114,13 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32), 0
         return np.stack([v for v, _ in done]), sum(n for _, n in done)
 
+    async def embed_all(self, texts: list[str]) -> np.ndarray:
+        """Any number of texts (warm-up, eval), handed to the queue in parts it admits: one call with more
+        than `max_queue` texts would be refused whole."""
+        step = max(1, self.max_queue // 4)
+        parts = [await self.embed(texts[i : i + step]) for i in range(0, len(texts), step)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
     async def embed_one(self, text: str) -> np.ndarray:
         return (await self.embed([text]))[0]
 
