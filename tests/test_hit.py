@@ -65,6 +65,10 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("Can I take ibuprofen with coffee?", "Can't I take ibuprofen with coffee?"),
     ("Can I take ibuprofen with coffee?", "Can’t I take ibuprofen with coffee?"),  # a typographic apostrophe
     ("Can I swim?", "Can't I swim?"),  # short: "can't" must still share "can"
+    ("How do you convert ethane to ethene?", "How do you convert ethene to ethane?"),  # two words trade places
+    ("The meeting moved from Monday to Tuesday.", "The meeting moved from Tuesday to Monday."),
+    ("Why is this wrong?\n```python\ndef area(w, h):\n    return w + h\n```",
+     "Why is this wrong?\n```python\ndef area(w, h):\n    return w * h\n```"),  # code must match
     ("Will it rain?", "Won't it rain?"),
 ])
 def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
@@ -78,10 +82,14 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
      "AudioFolder creates a label column from the directory name in the absence of any metadata in the audio dataset."),
     ("How do I stop worrying about what others think of me?", "How do I learn not to care about what people think of me?"),
     ("Why can’t PIL display a depth map stored as float?", "Why cannot PIL display a depth map stored as float?"),  # both negated
+    ("Should I learn French and German?", "Should I learn German and French?"),  # "X and Y" is "Y and X"
+    ("Why should we stop animal abuse?", "Why we should stop animal abuse?"),  # neighbours swapped
+    ("Why is this wrong?\n```\nx = f(1)\n```", "Why is this wrong?\n```\nx  =  f(1)\n\n```"),  # code, spaced otherwise
+    ("The layout is:\n```\ndata/train/a.mp3\ndata/test/b.mp3\n```", "The layout is as follows:\ndata/train/a.mp3\ndata/test/b.mp3"),  # unfenced
 ])
-def test_a_reworded_negation_is_no_veto(parts, cached, asked):
+def test_what_does_not_change_the_answer_is_no_veto(parts, cached, asked):
     """The negation veto is for wording shared but for a "not"; a paraphrase that says it in other words
-    is left to the score."""
+    is left to the score. Nor do symmetric pairs, swapped neighbours or re-spaced code veto."""
     assert not contradicts(cached, asked)
     assert decide(parts, cached, asked, threshold=0.75)[2]
 
@@ -199,3 +207,13 @@ def test_the_differing_stretch_lowers_a_score_never_raises_it(parts):
     assert judge.score(0.95, cached, asked, 0.40) == pytest.approx(0.40)
     assert judge.score(0.95, cached, asked, 0.99) == whole  # the lower of the two
     assert judge.score(0.95, "How do I reset it?", "How can I reset it?", 0.10) == judge.score(0.95, "How do I reset it?", "How can I reset it?")
+
+
+def test_code_that_differs_inside_a_long_prompt_is_vetoed_though_the_stretch_cuts_the_block(parts):
+    _, judge = parts
+    body = "\n".join(f"    total_{i} = compute(total_{i - 1}, step={i})" for i in range(1, 12))
+    cached = f"Why is this slow?\n```python\ndef run():\n{body}\n    return a + b\n{body}\n```"
+    asked = cached.replace("return a + b", "return a * b")
+    where = differing(cached, asked)
+    assert where is not None and "```" not in where[0]  # the premise: the stretch holds no fence
+    assert judge.score(0.99, cached, asked, 0.99) == 0.0
