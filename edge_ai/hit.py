@@ -7,11 +7,12 @@ The penalties are in cosine units, so `threshold` keeps its meaning (a similarit
 scale; they come from a logistic regression on labelled pairs (`hit_model.json`), whose decision
 boundary is a line in these features: a threshold on the score is a threshold on its probability.
 
-Four vetoes stay hard whatever the model says, because they change the answer in any domain: different
+Five vetoes stay hard whatever the model says, because they change the answer in any domain: different
 numbers ("2 + 2" / "2 + 3", "in 2019" / "in 2020"), different code (fenced blocks), two words trading
-places ("from Monday to Tuesday" / "from Tuesday to Monday"), and a negation on one side only ("Can I…" /
-"Can't I…") where the rest of the wording is shared. Embeddings see none of these: each pair is at
-cosine 0.99 or so. A reworded paraphrase often carries its negation in other words
+places ("from Monday to Tuesday" / "from Tuesday to Monday"), opposite words as the only difference
+("increase" / "decrease", "upload … to" / "download … from"), and a negation on one side only ("Can I…"
+/ "Can't I…") where the rest of the wording is shared. Embeddings barely see these: such pairs sit at
+cosine 0.92–0.99. A reworded paraphrase often carries its negation in other words
 ("if it has no metadata" / "in the absence of metadata"); there a one-sided "not" says little (see
 NEGATION_OVERLAP).
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,27 @@ _NEGATIONS = frozenset(
     "not no never without nor cannot can't don't doesn't didn't isn't aren't wasn't weren't won't "
     "wouldn't shouldn't couldn't hasn't haven't hadn't".split()
 )
+
+# Words that ask the opposite of each other. Embeddings place them close: "How do I increase the font
+# size…?" / "…decrease…" is at cosine 0.94, "Is the moon bigger than Mars?" / "…smaller…" at 0.97. A hit
+# is vetoed when the prompts' differing words are such pairs and nothing else (BENCHMARKS.md, "Three more
+# vetoes").
+_OPPOSITES = frozenset(frozenset(pair.split("/")) for pair in (
+    "bigger/smaller larger/smaller big/small large/small more/less most/least best/worst better/worse "
+    "first/last before/after today/tomorrow today/yesterday yesterday/tomorrow high/low higher/lower "
+    "highest/lowest fast/slow faster/slower fastest/slowest cheap/expensive cheaper/dearer start/stop "
+    "open/close add/remove win/lose buy/sell push/pull true/false positive/negative pros/cons rich/poor "
+    "old/young older/younger hot/cold long/short longer/shorter easy/hard easier/harder easiest/hardest "
+    "good/bad men/women man/woman male/female boys/girls boy/girl north/south east/west left/right "
+    "top/bottom above/below inside/outside early/late earlier/later light/dark love/hate strong/weak "
+    "strengths/weaknesses success/failure safe/dangerous accept/reject allow/deny include/exclude "
+    "always/never everything/nothing all/none same/different min/max ascending/descending to/from"
+).split())
+# Prefixes that turn a word into its opposite ("enable" / "disable", "encrypt" / "decrypt", "upload" /
+# "download"), on a shared stem of at least 4 letters.
+_OPPOSED_PREFIXES = (("", "dis"), ("", "un"), ("", "non"), ("", "il"), ("", "ir"), ("in", "de"), ("en", "de"),
+                     ("en", "dis"), ("im", "ex"), ("up", "down"), ("in", "out"), ("over", "under"), ("max", "min"),
+                     ("inc", "dec"))
 
 # The negation veto holds when the prompts share at least this much of their other words (Jaccard).
 # Among Quora pairs at cosine >= 0.85 with a negation on one side only, 50-78% are duplicates below
@@ -83,11 +106,11 @@ _IRREGULAR = re.compile(r"\b(?:can't|cannot|won't|shan't)\b")
 
 
 def contradicts(cached: str, asked: str, negation: bool = True) -> bool:
-    """The hard vetoes: different numbers, different code, two words trading places, or (unless `negation`
-    is False) a negation on one side only of otherwise shared wording."""
+    """The hard vetoes: different numbers, different code, two words trading places, opposite words, or
+    (unless `negation` is False) a negation on one side only of otherwise shared wording."""
     if set(_NUMBER.findall(cached)) != set(_NUMBER.findall(asked)):
         return True
-    if _code_differs(cached, asked) or _traded(cached, asked):
+    if _code_differs(cached, asked) or _traded(cached, asked) or _opposite(cached, asked):
         return True
     if not negation:
         return False
@@ -114,6 +137,24 @@ def _code_differs(cached: str, asked: str) -> bool:
     code, other = (code_a, asked) if code_a else (code_b, cached)
     flat = " ".join(other.split())
     return any(block not in flat for block in code)
+
+
+def _opposite(cached: str, asked: str) -> bool:
+    """The words on one side only pair up as opposites, one to one, and there is at least one pair
+    ("upload a file to S3" / "download a file from S3": upload/download, to/from)."""
+    a, b = Counter(_WORD.findall(cached.lower())), Counter(_WORD.findall(asked.lower()))
+    only_a, only_b = list((a - b).elements()), list((b - a).elements())
+    if not only_a or len(only_a) != len(only_b) or len(only_a) > 3:
+        return False
+    return all(sum(_opposites(x, y) for y in only_b) == 1 for x in only_a) and \
+        all(sum(_opposites(x, y) for x in only_a) == 1 for y in only_b)
+
+
+def _opposites(x: str, y: str) -> bool:
+    if frozenset((x, y)) in _OPPOSITES:
+        return True
+    return any(u.startswith(p) and v.startswith(q) and len(u) - len(p) >= 4 and u[len(p):] == v[len(q):]
+               for p, q in _OPPOSED_PREFIXES for u, v in ((x, y), (y, x)))
 
 
 def _traded(cached: str, asked: str) -> bool:

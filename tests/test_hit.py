@@ -66,6 +66,10 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("Can I take ibuprofen with coffee?", "Can’t I take ibuprofen with coffee?"),  # a typographic apostrophe
     ("Can I swim?", "Can't I swim?"),  # short: "can't" must still share "can"
     ("How do you convert ethane to ethene?", "How do you convert ethene to ethane?"),  # two words trade places
+    ("How do I increase the font size in VS Code?", "How do I decrease the font size in VS Code?"),  # opposites
+    ("Is the moon bigger than Mars?", "Is the moon smaller than Mars?"),
+    ("How do I enable dark mode on iPhone?", "How do I disable dark mode on iPhone?"),
+    ("How to upload a file to S3 with boto3?", "How to download a file from S3 with boto3?"),  # two pairs
     ("The meeting moved from Monday to Tuesday.", "The meeting moved from Tuesday to Monday."),
     ("Why is this wrong?\n```python\ndef area(w, h):\n    return w + h\n```",
      "Why is this wrong?\n```python\ndef area(w, h):\n    return w * h\n```"),  # code must match
@@ -83,6 +87,7 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     ("How do I stop worrying about what others think of me?", "How do I learn not to care about what people think of me?"),
     ("Why can’t PIL display a depth map stored as float?", "Why cannot PIL display a depth map stored as float?"),  # both negated
     ("Should I learn French and German?", "Should I learn German and French?"),  # "X and Y" is "Y and X"
+    ("What is the fastest way to lose weight?", "What is the quickest way to lose weight?"),  # no opposites
     ("Why should we stop animal abuse?", "Why we should stop animal abuse?"),  # neighbours swapped
     ("Why is this wrong?\n```\nx = f(1)\n```", "Why is this wrong?\n```\nx  =  f(1)\n\n```"),  # code, spaced otherwise
     ("The layout is:\n```\ndata/train/a.mp3\ndata/test/b.mp3\n```", "The layout is as follows:\ndata/train/a.mp3\ndata/test/b.mp3"),  # unfenced
