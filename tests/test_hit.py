@@ -52,11 +52,11 @@ def test_near_misses_are_refused_where_cosine_alone_would_hit(parts, cached, ask
 def test_score_is_the_similarity_less_penalties(parts):
     _, same, _ = decide(parts, "How do I reset my password?", "How do I reset my password?")
     _, para, _ = decide(parts, *PARAPHRASES[0])
-    _, miss, _ = decide(parts, *NEAR_MISSES[1])
+    _, miss, _ = decide(parts, *NEAR_MISSES[0])
     _, far, _ = decide(parts, "How do I reset my password?", "What is the capital of France?")
     assert 1.0 + 1e-6 >= same >= para > miss > far
-    sim, _, _ = decide(parts, *NEAR_MISSES[1])
-    assert miss < sim  # "California" / "Texas": a name on each side only costs
+    sim, _, _ = decide(parts, *NEAR_MISSES[0])
+    assert miss < sim  # "Connecticut" / "New York": names on one side only cost
 
 
 @pytest.mark.parametrize("cached,asked", [
@@ -67,6 +67,7 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("Can I swim?", "Can't I swim?"),  # short: "can't" must still share "can"
     ("How do you convert ethane to ethene?", "How do you convert ethene to ethane?"),  # two words trade places
     ("How do I increase the font size in VS Code?", "How do I decrease the font size in VS Code?"),  # opposites
+    ("Which stores are open on Monday?", "Which stores are open on Tuesday?"),  # one name for another
     ("Is the moon bigger than Mars?", "Is the moon smaller than Mars?"),
     ("How do I enable dark mode on iPhone?", "How do I disable dark mode on iPhone?"),
     ("How to upload a file to S3 with boto3?", "How to download a file from S3 with boto3?"),  # two pairs

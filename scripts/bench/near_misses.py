@@ -59,6 +59,8 @@ NEAR_MISSES = [
      'The meeting moved from Tuesday to Monday because the room was booked. Summarize.'),
     ('Sort this list ascending: 5, 3, 9',
      'Sort this list descending: 5, 3, 9'),
+    ('Which stores are open on Monday?',
+     'Which stores are open on Tuesday?'),
 ]
 PARAPHRASES = [
     ('How do I reset my password?',
