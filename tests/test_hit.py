@@ -89,6 +89,7 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     ("Why can’t PIL display a depth map stored as float?", "Why cannot PIL display a depth map stored as float?"),  # both negated
     ("Should I learn French and German?", "Should I learn German and French?"),  # "X and Y" is "Y and X"
     ("What is the fastest way to lose weight?", "What is the quickest way to lose weight?"),  # no opposites
+    ("Is the shop open on Sunday?", "Is the shop open on Sundays?"),  # a plural is the same name
     ("Why should we stop animal abuse?", "Why we should stop animal abuse?"),  # neighbours swapped
     ("Why is this wrong?\n```\nx = f(1)\n```", "Why is this wrong?\n```\nx  =  f(1)\n\n```"),  # code, spaced otherwise
     ("The layout is:\n```\ndata/train/a.mp3\ndata/test/b.mp3\n```", "The layout is as follows:\ndata/train/a.mp3\ndata/test/b.mp3"),  # unfenced
