@@ -177,9 +177,10 @@ class SemanticCache:
 
     async def score(self, similarity: float, cached: str, asked: str, limit: float) -> float:
         """The hit decision's score of `cached` for `asked`, the stretch where they differ included
-        (hit.differing): that costs two short embeddings, so only for a pair whose whole prompts pass."""
+        (hit.differing): that costs two short embeddings, so only for a pair whose whole prompts pass,
+        vetoes included."""
         where = differing(cached, asked)
-        if where is None or self.judge.weigh(similarity, cached, asked) < limit:
+        if where is None or self.judge.bound(similarity, cached, asked) < limit:
             return self.judge.score(similarity, cached, asked)
         a, b = await self.embed_many(list(where))
         return self.judge.score(similarity, cached, asked, float(a @ b))

@@ -246,11 +246,14 @@ class HitJudge:
         words would make any one-sided "not" look like a near-copy (the others hold on either)."""
         where = differing(cached, asked) if stretch is not None else None
         if where is None:
-            return 0.0 if contradicts(cached, asked) else self.weigh(similarity, cached, asked)
-        if contradicts(cached, asked, negation=False):  # a stretch may cut a code block in half
-            return 0.0
-        return min(self.weigh(similarity, cached, asked), self.score(stretch, *where))
+            return 0.0 if contradicts(cached, asked) else self._weigh(similarity, cached, asked)
+        return min(self.bound(similarity, cached, asked), self.score(stretch, *where))
 
-    def weigh(self, similarity: float, cached: str, asked: str) -> float:
-        """The similarity less the penalties, before any veto: no score of this pair is higher."""
+    def bound(self, similarity: float, cached: str, asked: str) -> float:
+        """The whole prompts' score before the negation veto: no score of this pair is higher, so a pair
+        under the threshold here needs no stretch embedded (a stretch may cut a code block in half, so
+        the other vetoes are read on the whole prompts too)."""
+        return 0.0 if contradicts(cached, asked, negation=False) else self._weigh(similarity, cached, asked)
+
+    def _weigh(self, similarity: float, cached: str, asked: str) -> float:
         return float(features(similarity, cached, asked) @ self.model.weights)

@@ -139,3 +139,15 @@ def test_prompts_under_one_long_template_are_told_apart_by_what_differs(parts, t
     short = ticket(BILLED, 12).rsplit("Rule 9:", 1)[0]
     assert asyncio.run(cache.lookup(ask(short))).hit is None
     cache.close()
+
+
+def test_a_vetoed_pair_costs_no_stretch_embedding(parts, tmp_path):
+    """Prompts under one template that name different numbers are vetoed on the whole prompts: embedding
+    the stretch where they differ would be wasted on them."""
+    embedder, judge = parts
+    cache = SemanticCache.open(tmp_path, embedder, judge)
+    asyncio.run(cache.put(ask(ticket("Order 1041 arrived damaged.")), Final("other", "stop", 0, 1), "cloud"))
+    before = embedder.texts
+    assert asyncio.run(cache.lookup(ask(ticket("Order 1042 arrived damaged.")))).hit is None
+    assert embedder.texts == before + 1  # the question alone
+    cache.close()
