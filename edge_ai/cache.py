@@ -182,18 +182,19 @@ class SemanticCache:
         where = differing(cached, asked)
         if where is None or self.judge.bound(similarity, cached, asked) < limit:
             return self.judge.score(similarity, cached, asked)
-        a, b = await self.embed_many(list(where))
+        # a follow-up: this lookup was admitted, so its stretch runs next and is not refused (Embedder)
+        a, b = await self.embed_many(list(where), follow_up=True)
         return self.judge.score(similarity, cached, asked, float(a @ b))
 
     async def embed(self, text: str) -> np.ndarray:
         return (await self.embed_many([text]))[0]
 
-    async def embed_many(self, texts: list[str]) -> list[np.ndarray]:
+    async def embed_many(self, texts: list[str], follow_up: bool = False) -> list[np.ndarray]:
         """The texts' vectors: recent ones for texts embedded lately, the rest from the embedder."""
         vecs = [self._vectors.recall(t) for t in texts]
         todo = [i for i, v in enumerate(vecs) if v is None]
         if todo:
-            for i, vec in zip(todo, await self.embedder.embed([texts[i] for i in todo])):
+            for i, vec in zip(todo, await self.embedder.embed([texts[i] for i in todo], follow_up)):
                 vec.flags.writeable = False  # shared by every lookup of this text
                 self._vectors.remember(texts[i], vec)
                 vecs[i] = vec

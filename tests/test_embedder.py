@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -78,5 +79,45 @@ def test_full_queue_is_refused_but_embed_all_takes_any_number(tmp_path):
         texts = [f"sentence number {i}" for i in range(7)]
         got = asyncio.run(emb.embed_all(texts))  # parts the queue admits, in order
         assert got.shape == (7, emb.dim) and np.allclose(got, emb.encode(texts), atol=1e-5)
+    finally:
+        emb.close()
+
+
+def test_follow_ups_pass_a_full_queue_and_run_before_queued_work():
+    """A lookup's differing stretch is a follow-up: refusing it would fail an admitted request, and
+    queueing it behind a batch would double that request's wait."""
+    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=4, pass_size=2)
+    passes: list[list[str]] = []
+    forward = emb._forward
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def watched(texts: list[str]):
+        passes.append(list(texts))
+        if texts[0] == "queued a":  # a follow-up arrives while the first pass of a 4-text batch runs
+            asyncio.run_coroutine_threadsafe(emb.embed(["late follow-up"], follow_up=True), loops[0])
+            deadline = time.monotonic() + 10
+            while not emb._follow_ups and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return forward(texts)
+
+    emb._forward = watched
+
+    async def go():
+        loops.append(asyncio.get_running_loop())
+        queued = ["queued a", "queued b", "queued c", "queued d"]
+        with emb._cond:  # hold the worker back (an RLock: our own calls still enter) while the queue fills
+            batch = asyncio.ensure_future(emb.embed(queued))
+            await asyncio.sleep(0)
+            with pytest.raises(Overloaded):
+                await emb.embed(["refused"])
+            first = asyncio.ensure_future(emb.embed(["early follow-up"], follow_up=True))
+            await asyncio.sleep(0)
+        return await first, await batch
+
+    try:
+        first, batch = asyncio.run(go())
+        assert passes == [["early follow-up"], ["queued a", "queued b"], ["late follow-up"], ["queued c", "queued d"]]
+        assert float(first[0] @ emb.encode(["early follow-up"])[0]) > 0.9999
+        assert batch.shape == (4, emb.dim)
     finally:
         emb.close()

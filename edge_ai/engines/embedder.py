@@ -6,6 +6,10 @@ sorts by length and encodes them in forward passes of `pass_size` texts of simil
 padding stays small. With no wait (the
 default) a lone request is never delayed, and under load whatever queued during one forward pass
 becomes the next batch.
+
+Follow-ups (texts a request already admitted needs in order to finish: a cache lookup's differing
+stretch) skip the queue: they run before the next pass, even between the passes of a batch, and are
+never refused, since refusing them would fail work already done.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Embedder:
         self.batches = 0
         self.texts = 0
         self._pending: deque[_Item] = deque()
+        self._follow_ups: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="embedder", daemon=True)
@@ -96,18 +101,22 @@ class Embedder:
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
         return emb.float().numpy(), counts
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """Embed texts through the shared micro-batcher. Raises Overloaded when the queue is full."""
-        return (await self.embed_counted(texts))[0]
+    async def embed(self, texts: list[str], follow_up: bool = False) -> np.ndarray:
+        """Embed texts through the shared micro-batcher. Raises Overloaded when the queue is full, unless
+        they are a `follow_up` (see the module's doc)."""
+        return (await self.embed_counted(texts, follow_up))[0]
 
-    async def embed_counted(self, texts: list[str]) -> tuple[np.ndarray, int]:
+    async def embed_counted(self, texts: list[str], follow_up: bool = False) -> tuple[np.ndarray, int]:
         """Vectors and the number of tokens the model saw (usage counts, taken in the worker thread)."""
         loop = asyncio.get_running_loop()
         items = [_Item(t, loop, loop.create_future()) for t in texts]
         with self._cond:
-            if len(self._pending) + len(items) > self.max_queue:
+            if follow_up:
+                self._follow_ups.extend(items)
+            elif len(self._pending) + len(items) > self.max_queue:
                 raise Overloaded("the embedding queue is full", retry_after=1)
-            self._pending.extend(items)
+            else:
+                self._pending.extend(items)
             self._cond.notify()
         done = await asyncio.gather(*(i.future for i in items))
         if not done:
@@ -125,7 +134,7 @@ class Embedder:
         return (await self.embed([text]))[0]
 
     def stats(self) -> dict[str, int]:
-        return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "queued": len(self._pending), "max_queue": self.max_queue}
+        return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue}
 
     def close(self) -> None:
         with self._cond:
@@ -135,10 +144,12 @@ class Embedder:
 
     def _take(self) -> list[_Item]:
         with self._cond:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._follow_ups and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return []
+            if self._follow_ups:
+                return self._take_follow_ups()
             deadline = time.perf_counter() + self.max_wait_s
             while len(self._pending) < self.max_batch:
                 left = deadline - time.perf_counter()
@@ -155,6 +166,11 @@ class Embedder:
                 batch.append(self._pending.popleft())
             return batch
 
+    def _take_follow_ups(self) -> list[_Item]:
+        """Up to one pass of follow-ups; the caller holds the lock."""
+        n = min(len(self._follow_ups), self.pass_size)
+        return [self._follow_ups.popleft() for _ in range(n)]
+
     def _run(self) -> None:
         while True:
             batch = self._take()
@@ -164,16 +180,24 @@ class Embedder:
             # run as passes of similar length: a pass is padded to its longest text, and on this CPU
             # 16 sorted texts a pass beat one pass of 64 mixed ones by 1.6x (BENCHMARKS.md)
             for start in range(0, len(batch), self.pass_size):
-                group = batch[start : start + self.pass_size]
-                try:
-                    vecs, counts = self._forward([i.text for i in group])
-                    self.batches += 1
-                    self.texts += len(group)
-                    for item, vec, n in zip(group, vecs, counts):
-                        item.loop.call_soon_threadsafe(_resolve, item.future, (vec, int(n)))
-                except Exception as exc:  # a failed pass fails its callers, not the worker
-                    for item in group:
-                        item.loop.call_soon_threadsafe(_fail, item.future, exc)
+                if self._follow_ups:  # unlocked peek: at worst one pass late
+                    with self._cond:
+                        urgent = self._take_follow_ups()
+                    self._pass(sorted(urgent, key=lambda i: len(i.text)))
+                self._pass(batch[start : start + self.pass_size])
+
+    def _pass(self, group: list[_Item]) -> None:
+        if not group:
+            return
+        try:
+            vecs, counts = self._forward([i.text for i in group])
+            self.batches += 1
+            self.texts += len(group)
+            for item, vec, n in zip(group, vecs, counts):
+                item.loop.call_soon_threadsafe(_resolve, item.future, (vec, int(n)))
+        except Exception as exc:  # a failed pass fails its callers, not the worker
+            for item in group:
+                item.loop.call_soon_threadsafe(_fail, item.future, exc)
 
 
 class _OnnxPipeline:
