@@ -14,7 +14,7 @@ places ("from Monday to Tuesday" / "from Tuesday to Monday"), opposite words as 
 / "in Texas"), and a negation on one side only ("Can I…" / "Can't I…") where the rest of the wording is
 shared. Embeddings barely see these: such pairs sit at
 cosine 0.92–0.99. A reworded paraphrase often carries its negation in other words
-("if it has no metadata" / "in the absence of metadata"); there a one-sided "not" says little (see
+("in non-streaming mode" / "without streaming"); there a one-sided "not" says little (see
 NEGATION_OVERLAP).
 
 A sentence embedding is a mean over the text's tokens, so a long stretch two prompts share outweighs the
@@ -50,9 +50,12 @@ _SYMBOL = re.compile(r"[^\w\s?.,!'\"’‘“”\-:;()/&]")
 _TOKEN = re.compile(r"[A-Za-z0-9]+")  # case kept, for names
 _FENCED = re.compile(r"```(.*?)(?:```|$)", re.S)
 _SYMMETRIC = frozenset({"and", "or", "nor", "vs", "versus"})
+# Negations, words that negate by meaning among them: "I can't log in" and "I am unable to log in" are
+# both negated, so they are no one-sided negation ("unable" / "able" is an opposite pair: `_opposite`).
 _NEGATIONS = frozenset(
     "not no never without nor cannot can't don't doesn't didn't isn't aren't wasn't weren't won't "
-    "wouldn't shouldn't couldn't hasn't haven't hadn't".split()
+    "wouldn't shouldn't couldn't hasn't haven't hadn't "
+    "unable none nothing nobody nowhere neither absence absent lack lacks lacking".split()
 )
 
 # Words that ask the opposite of each other. Embeddings place them close: "How do I increase the font

@@ -115,7 +115,7 @@ def test_a_question_asked_again_is_not_embedded_or_decided_again_until_its_scope
 
 
 BILLED = "I was charged twice for my subscription this month, please refund."
-DOWN = "The dashboard has been down for three hours and nothing loads."
+DOWN = "The dashboard has been down for three hours and every page times out."
 REWORDED = "I got billed two times for my subscription this month, please refund."
 
 

@@ -87,6 +87,8 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
      "AudioFolder creates a label column from the directory name in the absence of any metadata in the audio dataset."),
     ("How do I stop worrying about what others think of me?", "How do I learn not to care about what people think of me?"),
     ("Why can’t PIL display a depth map stored as float?", "Why cannot PIL display a depth map stored as float?"),  # both negated
+    ("Since resetting my password, I can't log in to my account.",
+     "Since resetting my password, I am unable to log in to my account."),  # both negated, one in other words
     ("Should I learn French and German?", "Should I learn German and French?"),  # "X and Y" is "Y and X"
     ("What is the fastest way to lose weight?", "What is the quickest way to lose weight?"),  # no opposites
     ("Is the shop open on Sunday?", "Is the shop open on Sundays?"),  # a plural is the same name

@@ -28,7 +28,7 @@ from tests.conftest import ticket  # noqa: E402
 
 TICKETS = [
     "I was charged twice for my subscription this month, please refund.",
-    "The dashboard has been down for three hours and nothing loads.",
+    "The dashboard has been down for three hours and every page times out.",
     "I cannot log in since I reset my password.",
     "Please add dark mode to the mobile app.",
 ]
