@@ -66,9 +66,11 @@ def test_concurrent_callers_get_the_vectors_of_their_own_text(onnx_embedder):
     async def go() -> list[np.ndarray]:
         return await asyncio.gather(*(onnx_embedder.embed_one(t) for t in TEXTS * 8))
 
+    busy = onnx_embedder.stats()["busy_s"]
     got = asyncio.run(go())
     for i, v in enumerate(got):
         assert float(v @ alone[i % len(TEXTS)]) > 0.9999
+    assert onnx_embedder.stats()["busy_s"] > busy  # what /readyz reports of the embedder's load
 
 
 def test_full_queue_is_refused_but_embed_all_takes_any_number(tmp_path):

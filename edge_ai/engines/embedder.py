@@ -69,6 +69,7 @@ class Embedder:
         self.pass_size = pass_size
         self.batches = 0
         self.texts = 0
+        self.busy_s = 0.0  # time spent in passes: against wall time, how loaded the embedder is
         self._pending: deque[_Item] = deque()
         self._follow_ups: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -134,7 +135,8 @@ class Embedder:
         return (await self.embed([text]))[0]
 
     def stats(self) -> dict[str, int]:
-        return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue}
+        return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "busy_s": round(self.busy_s, 3),
+                "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue}
 
     def close(self) -> None:
         with self._cond:
@@ -189,8 +191,10 @@ class Embedder:
     def _pass(self, group: list[_Item]) -> None:
         if not group:
             return
+        start = time.perf_counter()
         try:
             vecs, counts = self._forward([i.text for i in group])
+            self.busy_s += time.perf_counter() - start
             self.batches += 1
             self.texts += len(group)
             for item, vec, n in zip(group, vecs, counts):

@@ -6,7 +6,8 @@ the server on that cache, then 50 concurrent clients ask (a) the origins again: 
 paraphrases hit (a miss costs a local-model prefill, which would load the CPU the hits are measured on);
 the measured rounds ask only those: once on a restarted server ("semantic 1st": each asked for the
 first time, so each is embedded), then `--rounds` more times ("semantic again": the cache remembers
-recent questions' vectors and hit decisions, so these skip the embedder). Latency is per request, client side. The load generator is aiohttp in its own
+recent questions' vectors and hit decisions, so these skip the embedder); for "semantic 1st" it also
+prints the embedder's texts, passes and busy share of the round (from /readyz). Latency is per request, client side. The load generator is aiohttp in its own
 process: on 2 cores its CPU is taken from the server, and it costs a third of httpx's per request.
 
     .venv/bin/python scripts/bench/cache_hits.py [--clients 50] [--rounds 2] [--floor] [--wrk SECONDS] [--exact-only]
@@ -146,9 +147,15 @@ def main() -> None:
             rounds = [("floor", floor[1], [p["origin"] for p in pairs])] + rounds
         for name, url, qs in rounds:
             repeat = 1 if name == "semantic 1st" else args.rounds
+            before, t0 = srv.status()["embedder"], time.perf_counter()
             lat, misses, rps = asyncio.run(run(url, qs * repeat, args.clients))
             print(f"{name:<15} hits {len(lat):5d}  misses {misses:4d}  p50 {lat[len(lat) // 2]:6.1f} ms  "
                   f"p99 {lat[int(0.99 * (len(lat) - 1))]:6.1f} ms  {rps:6.0f} requests/s  (aiohttp)")
+            if name == "semantic 1st":  # is the embedder the bound? busy all the time, then yes
+                after, wall = srv.status()["embedder"], time.perf_counter() - t0
+                texts = after["texts"] - before["texts"]
+                print(f"{'':<15} embedder: {texts} texts in {after['batches'] - before['batches']} passes, "
+                      f"{texts / wall:.0f} texts/s, busy {(after['busy_s'] - before['busy_s']) / wall:.0%} of the round")
             if args.wrk and name != "semantic 1st":  # wrk cycles through its bodies: only the first lap is new
                 n, misses, p50, p99, rps = run_wrk(url, qs, args.clients, args.wrk)
                 print(f"{name:<15} hits {n - misses:5d}  misses {misses:4d}  p50 {p50:6.1f} ms  "
