@@ -207,6 +207,10 @@ def test_differing_keeps_the_stretch_that_differs_with_context():
     # nothing to narrow: the prompts share no more than the context at either end
     assert differing("How do I reset my password?", "How can I reset my password?") is None
     assert differing("same words here", "same words here") is None
+    # a shared end that is short against the prompts: the stretch would be nearly the whole of both
+    shared = "The select method of the table class returns a new table"  # 11 words: 3 past the context
+    assert differing(f"{shared} with the columns you name, and the metadata of the old one is kept as it was.",
+                     f"{shared}, keeping the old table's metadata, holding only the columns you named.") is None
 
 
 def test_the_differing_stretch_lowers_a_score_never_raises_it(parts):
