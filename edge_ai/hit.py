@@ -90,11 +90,14 @@ NEGATION_OVERLAP = 0.7
 # precision rises a little (0.830 -> 0.832 at recall 0.40); on GPTCache's set one right hit goes to a
 # "same question" origin at 0.80 and the default, and a few become misses at 0.95 (BENCHMARKS.md).
 CONTEXT = 8
-# ...and only where the stretch leaves out at least this share of the shorter prompt's words: nearer the
-# whole, its score is nearly the whole prompts', and its two embeddings would be spent for nothing. On
-# GPTCache's set that keeps 15 of the 53 stretches, and four paraphrases that a stretch of nearly the
-# whole put under 0.95 are hits again; no other count moves (BENCHMARKS.md).
+# ...and only where the stretch leaves out at least this share of the words the embedder reads of the
+# shorter prompt: nearer the whole, its score is nearly the whole prompts', and its two embeddings would
+# be spent for nothing. On GPTCache's set that keeps 15 of the 53 stretches, and four paraphrases that a
+# stretch of nearly the whole put under 0.95 are hits again; no other count moves (BENCHMARKS.md).
 LEAVES_OUT = 0.2
+# Words the embedder reads of a prompt, at least (all-MiniLM-L6-v2: 256 tokens, ~190 English words). Of a
+# longer prompt only these count: 100 shared words are most of what it reads of a 1,000-word prompt.
+READS = 128
 
 FEATURES = (
     "similarity",  # cosine of the two prompts' sentence embeddings
@@ -200,7 +203,7 @@ def _traded(cached: str, asked: str) -> bool:
 def differing(cached: str, asked: str, context: int = CONTEXT) -> tuple[str, str] | None:
     """The stretch of each prompt where they differ, with `context` shared words either side; None when
     that stretch is the whole of both (the prompts share no more than `context` words at either end) or
-    nearly (it leaves out less than LEAVES_OUT of the shorter one)."""
+    nearly (it leaves out less than LEAVES_OUT of what the embedder reads of the shorter one)."""
     a, b = cached.split(), asked.split()
     shortest = min(len(a), len(b))
     head = 0
@@ -210,7 +213,7 @@ def differing(cached: str, asked: str, context: int = CONTEXT) -> tuple[str, str
     while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
         tail += 1
     start, cut = max(head - context, 0), max(tail - context, 0)
-    if start + cut == 0 or start + cut < LEAVES_OUT * shortest:
+    if start + cut == 0 or start + cut < LEAVES_OUT * min(shortest, READS):
         return None
     return " ".join(a[start : len(a) - cut]), " ".join(b[start : len(b) - cut])
 

@@ -211,6 +211,9 @@ def test_differing_keeps_the_stretch_that_differs_with_context():
     shared = "The select method of the table class returns a new table"  # 11 words: 3 past the context
     assert differing(f"{shared} with the columns you name, and the metadata of the old one is kept as it was.",
                      f"{shared}, keeping the old table's metadata, holding only the columns you named.") is None
+    # ...but a long prompt's shared start is most of what the embedder reads of it (256 tokens)
+    long_a, long_b = " ".join(f"a{i}" for i in range(900)), " ".join(f"b{i}" for i in range(900))
+    assert differing(f"{head} {head} {head} {head} {head} {long_a}", f"{head} {head} {head} {head} {head} {long_b}")
 
 
 def test_the_differing_stretch_lowers_a_score_never_raises_it(parts):
