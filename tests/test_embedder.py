@@ -64,7 +64,7 @@ def test_concurrent_callers_get_the_vectors_of_their_own_text(onnx_embedder):
     alone = onnx_embedder.encode(TEXTS)
 
     async def go() -> list[np.ndarray]:
-        return await asyncio.gather(*(onnx_embedder.embed_one(t) for t in TEXTS * 8))
+        return [v[0] for v in await asyncio.gather(*(onnx_embedder.embed([t]) for t in TEXTS * 8))]
 
     busy = onnx_embedder.stats()["busy_s"]
     got = asyncio.run(go())

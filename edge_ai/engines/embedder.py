@@ -131,10 +131,7 @@ class Embedder:
         parts = [await self.embed(texts[i : i + step]) for i in range(0, len(texts), step)]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
-    async def embed_one(self, text: str) -> np.ndarray:
-        return (await self.embed([text]))[0]
-
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, object]:
         return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "busy_s": round(self.busy_s, 3),
                 "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue}
 
