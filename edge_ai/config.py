@@ -47,7 +47,12 @@ class Settings(BaseSettings):
 
     # Inference core.
     n_slots: int = Field(16, ge=1, le=256, description="sequences decoded together in one forward pass")
-    n_ctx_slot: int = Field(4096, ge=256, description="context tokens per slot (prompt + answer)")
+    n_ctx_slot: int | None = Field(
+        None, ge=256, description="context tokens per slot (prompt + answer); unset = what the model was trained "
+        "for, cut to fit kv_budget_mb over all slots"
+    )
+    kv_budget_mb: int = Field(4096, ge=64, description="memory for the KV cache of all slots together (f16), used "
+                              "when n_ctx_slot is unset: SmolLM2 takes 16 slots x 8192 tokens in 3 GiB")
     n_batch: int = Field(512, ge=32, description="most tokens in one forward pass (chunked prefill)")
     n_threads: int = Field(0, ge=0, description="CPU threads for the model (0 = all cores)")
     n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (-1 = all; needs a CUDA build)")
@@ -56,6 +61,14 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
+
+    # Sampling for requests that send none of these (each one separately). Chosen by `edge-ai eval answers`
+    # on SmolLM2 (BENCHMARKS.md): a 135M model wanders off at llama-server's temperature 0.8.
+    temperature: float = Field(0.2, ge=0, le=2, description="default sampling temperature")
+    top_k: int = Field(40, ge=0, description="default top-k (0 = off)")
+    top_p: float = Field(0.95, gt=0, le=1, description="default top-p")
+    min_p: float = Field(0.05, ge=0, le=1, description="default min-p")
+    repeat_penalty: float = Field(1.1, gt=0, le=10, description="default repeat penalty over the last 64 tokens (1 = off)")
 
     # Semantic cache.
     cache_dir: str = Field("cache", description="on-disk cache directory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +129,103 @@ async def _retrieval(pairs: list[dict[str, str]], embedder: Embedder, judge: Hit
 
 def _ask(text: str) -> Request:
     return Request(model="eval", messages=(Message("user", text),))
+
+
+# ---- answers: is the local model's answer usable? ------------------------------------------------
+
+
+@dataclass
+class Graded:
+    question: str
+    answer: str
+    verdict: str  # correct | wrong | garbage | empty
+    why: str = ""
+
+
+def garbage(text: str) -> str:
+    """Why an English answer is unusable on its face, or "": letters of another script, or a run of the same
+    words repeated (a small model's loop)."""
+    import unicodedata
+
+    for ch in text:
+        if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN"):
+            return f"another script ({ch!r})"
+    words = re.findall(r"\w+", text.lower())
+    for n in range(1, 9):
+        copies = 4 if n == 1 else 3  # "very very very" happens; four of one word or three of a phrase do not
+        for i in range(len(words) - n * copies + 1):
+            if all(words[i : i + n] == words[i + k * n : i + (k + 1) * n] for k in range(1, copies)):
+                return f"repeats {' '.join(words[i:i + n])!r}"
+    lines = [ln.strip().lower() for ln in text.splitlines() if ln.strip()]
+    if len(lines) >= 3 and len(set(lines)) <= len(lines) // 2:
+        return "repeats its lines"
+    return ""
+
+
+def grade(question: str, pattern: str, answer: str) -> Graded:
+    if not answer.strip():
+        return Graded(question, answer, "empty")
+    why = garbage(answer)
+    if why:
+        return Graded(question, answer, "garbage", why)
+    return Graded(question, answer, "correct" if re.search(pattern, answer, re.I) else "wrong")
+
+
+@dataclass
+class AnswersResult:
+    setting: str
+    graded: list[Graded]
+    completion_tokens: int
+    seconds: float
+
+    def count(self, verdict: str) -> int:
+        return sum(g.verdict == verdict for g in self.graded)
+
+    @property
+    def correct_share(self) -> float:
+        return self.count("correct") / max(len(self.graded), 1)
+
+
+def read_questions(path: Path) -> list[dict[str, str]]:
+    """JSONL of {"q": question, "a": regular expression a right answer matches (case-insensitive)}."""
+    rows = []
+    with _open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                re.compile(row["a"])
+                rows.append({"q": str(row["q"]), "a": row["a"]})
+            except (ValueError, KeyError, TypeError, re.error) as exc:
+                raise ValueError(f"{path}:{n}: not a {{\"q\", \"a\"}} line with a valid pattern: {exc}") from exc
+    return rows
+
+
+async def eval_answers(policy: Any, questions: list[dict[str, str]], setting: str, sampling: dict[str, Any],
+                       repeats: int, max_tokens: int, model: str = "eval") -> AnswersResult:
+    """Ask every question `repeats` times (seeds 1..repeats) through the answer policy, cache off, as a
+    client would send it: one user turn, the given sampling fields and nothing else."""
+    import time
+
+    from edge_ai.errors import Overloaded
+    from edge_ai.request import CacheControl
+
+    off = CacheControl(read=False, write=False)
+    slots = asyncio.Semaphore(32)  # within the engine's slots and queue
+
+    async def ask(q: dict[str, str], seed: int) -> tuple[Graded, int]:
+        req = Request(model=model, messages=(Message("user", q["q"]),), max_tokens=max_tokens, cache=off,
+                      seed=seed if repeats > 1 else None, **sampling)
+        async with slots:
+            while True:
+                try:
+                    final = await (await policy.answer(req)).collect()
+                    break
+                except Overloaded:
+                    await asyncio.sleep(0.2)
+        return grade(q["q"], q["a"], final.text), final.completion_tokens
+
+    t0 = time.perf_counter()
+    done = await asyncio.gather(*(ask(q, r + 1) for r in range(repeats) for q in questions))
+    return AnswersResult(setting, [g for g, _ in done], sum(n for _, n in done), time.perf_counter() - t0)

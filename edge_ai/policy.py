@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 from dataclasses import replace
 from typing import AsyncIterator
 
@@ -11,7 +13,7 @@ import numpy as np
 from edge_ai.cache import Hit, SemanticCache
 from edge_ai.engines.llm import Task
 from edge_ai.local_models import LocalModels
-from edge_ai.request import CacheControl, Final, Reply, Request
+from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
 
 log = logging.getLogger("edge_ai.policy")
 
@@ -25,17 +27,21 @@ class AnswerPolicy:
     async def answer(self, req: Request) -> Reply:
         """Validate against the model first (so bad input never reaches the cache), then answer."""
         model = self.models.get(req.model)
-        tokens = model.prompt_tokens(req)
-        params = model.sampling(req, len(tokens), self.default_max_tokens)
+        prep = model.prepare(req, self.default_max_tokens)
+        tokens, params = prep.tokens, prep.params
         vector = None
-        if req.cache.read:
+        # a forced tool call is never cached (a stored answer is text), so there is nothing to look up
+        if req.cache.read and not (req.constraint is not None and req.constraint.kind == "tool"):
             look = await self.cache.lookup(req)
             vector = look.vector
             if look.hit is not None:
                 hit = look.hit
                 return Reply("cache", self._cached(hit, len(tokens)), len(tokens), similarity=hit.similarity)
         task = model.engine.submit(tokens, params)
-        return Reply("local", self._local(req, task, vector), len(tokens), cancel=task.cancel)
+        reply = Reply("local", self._local(req, task, vector), len(tokens), cancel=task.cancel)
+        if prep.dropped:
+            reply.headers["x-edge-truncated"] = str(prep.dropped)
+        return reply
 
     async def _cached(self, hit: Hit, prompt_tokens: int) -> AsyncIterator[str | Final]:
         e = hit.entry
@@ -43,7 +49,13 @@ class AnswerPolicy:
         yield Final(e.answer, e.finish_reason, prompt_tokens, e.completion_tokens)
 
     async def _local(self, req: Request, task: Task, vector: np.ndarray | None) -> AsyncIterator[str | Final]:
+        tool = req.constraint is not None and req.constraint.kind == "tool"
         async for event in task.stream():
+            if tool:  # the call's JSON is not answer text: it goes out whole, as a tool call, at the end
+                if not isinstance(event, Final):
+                    continue
+                yield as_tool_call(event)
+                return
             if isinstance(event, Final) and req.cache.write:
                 # stored before the final event goes out; a client that left earlier stored nothing
                 try:
@@ -65,9 +77,22 @@ class AnswerPolicy:
             clamp_max_tokens=True,
             cache=CacheControl(read=False, write=False),
         )
-        tokens = model.prompt_tokens(cont)
-        task = model.engine.submit(tokens, model.sampling(cont, len(tokens), self.default_max_tokens))
-        return Reply("local", self._local(cont, task, None), len(tokens), cancel=task.cancel)
+        prep = model.prepare(cont, self.default_max_tokens)
+        task = model.engine.submit(prep.tokens, prep.params)
+        return Reply("local", self._local(cont, task, None), len(prep.tokens), cancel=task.cancel)
 
     def count_tokens(self, req: Request) -> int:
+        """What the request's prompt is before any cut to fit the context (what the client sent)."""
         return len(self.models.get(req.model).prompt_tokens(req))
+
+
+def as_tool_call(final: Final) -> Final:
+    """A grammar-constrained {"name", "arguments"} answer as a tool call. Cut at max_tokens, the JSON is
+    incomplete: it is then left as text with finish_reason "length", which is what happened."""
+    try:
+        call = json.loads(final.text)
+        name, args = call["name"], call["arguments"]
+    except (ValueError, KeyError, TypeError):
+        return final
+    tc = ToolCall(f"call_{secrets.token_hex(12)}", str(name), json.dumps(args, ensure_ascii=False))
+    return replace(final, text="", finish_reason="tool_calls", tool_calls=(tc,))

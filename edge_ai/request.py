@@ -33,6 +33,32 @@ def merge_turns(turns: list[Message]) -> list[Message]:
 
 
 @dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})  # JSON schema
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What shape the answer must have; the local model decodes under a grammar made from it.
+
+    `json`: a JSON value (`schema` None: any JSON object). `tool`: a call of one of `tools`, with arguments
+    valid for its schema."""
+
+    kind: Literal["json", "tool"]
+    schema: dict[str, Any] | None = None
+    tools: tuple[Tool, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it (Anthropic renders it parsed)
+
+
+@dataclass(frozen=True)
 class CacheControl:
     """From request headers: `x-edge-cache: no-read | no-write | off` and `x-edge-threshold: 0.95`
     (a stricter or looser similarity for this request's semantic lookup)."""
@@ -69,9 +95,14 @@ class Request:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
+    constraint: "Constraint | None" = None  # the answer must be JSON / a tool call (grammar-constrained)
     answer_params: dict[str, Any] = field(default_factory=dict)  # tools, response format… (scope only)
     tenant: str = ""
     cache: CacheControl = CacheControl()
@@ -134,6 +165,7 @@ class Final:
     prompt_tokens: int
     completion_tokens: int
     stop_sequence: str | None = None  # which stop string ended it, if one did
+    tool_calls: tuple[ToolCall, ...] = ()  # finish_reason is then "tool_calls"
 
 
 @dataclass

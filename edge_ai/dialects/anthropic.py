@@ -2,7 +2,7 @@
 
 What the local model cannot honour is handled, not crashed on: offered tools are kept in the cache scope
 and the model answers in text (as if it chose not to call one); a forced tool call (`tool_choice` any/tool)
-is a 400; `max_tokens` is a ceiling, cut to what fits the local context; `thinking` is accepted and no thinking block is produced; tool_use / tool_result / thinking
+is decoded under a grammar and answered as a `tool_use` block; `max_tokens` is a ceiling, cut to what fits the local context; `thinking` is accepted and no thinking block is produced; tool_use / tool_result / thinking
 blocks in the history are shown to the model as text (thinking is dropped).
 """
 
@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
-from edge_ai.request import CacheControl, Final, Message, Request, merge_turns
+from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -74,10 +74,23 @@ class MessagesRequest(_Wire):
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
 
-    def to_request(self, cache: CacheControl, tenant: str) -> Request:
+    def constraint(self) -> Constraint | None:
+        """A forced tool call: tool_choice any (one of the tools) or tool (the one named)."""
         choice = (self.tool_choice or {}).get("type", "auto")
-        if self.tools and choice in ("any", "tool"):
-            raise BadRequest("the local model cannot be made to call a tool (tool_choice any/tool)")
+        if not self.tools or choice in ("auto", "none"):
+            return None
+        tools = tuple(_tool(t, i) for i, t in enumerate(self.tools))
+        if choice == "tool":
+            name = (self.tool_choice or {}).get("name")
+            tools = tuple(t for t in tools if t.name == name)
+            if not tools:
+                raise BadRequest(f"tool_choice names '{name}', which is not among the tools")
+        elif choice != "any":
+            raise BadRequest("tool_choice.type must be auto, any, tool or none")
+        return Constraint("tool", tools=tools)
+
+    def to_request(self, cache: CacheControl, tenant: str) -> Request:
+        constraint = self.constraint()
         turns = merge_turns([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages)])
         prefill = ""
         if turns and turns[-1].role == "assistant":  # assistant prefill: the answer continues from it
@@ -101,10 +114,22 @@ class MessagesRequest(_Wire):
             top_k=self.top_k,
             stop=tuple(self.stop_sequences or ()),
             stream=self.stream,
+            constraint=constraint,
             answer_params=params,
             tenant=tenant,
             cache=cache,
         )
+
+
+def _tool(t: dict[str, Any], i: int) -> Tool:
+    """A client tool (name, description, input_schema). Server tools (web search…) have a type and no schema:
+    the local model cannot run them, so they cannot be forced."""
+    if not isinstance(t.get("name"), str) or not t["name"]:
+        raise BadRequest(f"tools.{i}: a tool needs a name")
+    schema = t.get("input_schema")
+    if not isinstance(schema, dict):
+        raise BadRequest(f"tools.{i}: tool '{t['name']}' has no input_schema; only client tools can be forced")
+    return Tool(t["name"], str(t.get("description") or ""), schema)
 
 
 class CountTokensRequest(MessagesRequest):
@@ -136,6 +161,8 @@ def _content(content: str | list[dict[str, Any]], i: int) -> str:
 
 
 def _stop_reason(f: Final) -> str:
+    if f.tool_calls:
+        return "tool_use"
     if f.finish_reason == "length":
         return "max_tokens"
     return "stop_sequence" if f.stop_sequence else "end_turn"
@@ -160,11 +187,22 @@ def message_response(model: str, final: Final) -> dict[str, Any]:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": final.text}],
+        "content": _blocks(final),
         "stop_reason": _stop_reason(final),
         "stop_sequence": final.stop_sequence,
         "usage": _usage(final.prompt_tokens, final.completion_tokens),
     }
+
+
+def _blocks(final: Final) -> list[dict[str, Any]]:
+    if final.tool_calls:
+        return [{"type": "tool_use", "id": _tool_use_id(c.id), "name": c.name, "input": json.loads(c.arguments)}
+                for c in final.tool_calls]
+    return [{"type": "text", "text": final.text}]
+
+
+def _tool_use_id(call_id: str) -> str:
+    return "toolu_" + call_id.removeprefix("call_")
 
 
 async def message_stream(model: str, events: AsyncIterator[str | Final], input_tokens: int) -> AsyncIterator[str]:
@@ -180,15 +218,28 @@ async def message_stream(model: str, events: AsyncIterator[str | Final], input_t
         "usage": _usage(input_tokens, 1),
     }
     yield _sse("message_start", {"type": "message_start", "message": start})
-    yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    text_open = False  # the text block opens with the first text (a tool call answer has none)
     yield _sse("ping", {"type": "ping"})
     async for event in events:
         if isinstance(event, Final):
-            yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            if not event.tool_calls and not text_open:
+                yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                text_open = True
+            if text_open:
+                yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            for i, call in enumerate(event.tool_calls, start=int(text_open)):
+                block = {"type": "tool_use", "id": _tool_use_id(call.id), "name": call.name, "input": {}}
+                yield _sse("content_block_start", {"type": "content_block_start", "index": i, "content_block": block})
+                delta = {"type": "input_json_delta", "partial_json": call.arguments}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})
+                yield _sse("content_block_stop", {"type": "content_block_stop", "index": i})
             delta = {"stop_reason": _stop_reason(event), "stop_sequence": event.stop_sequence}
             yield _sse("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": event.completion_tokens}})
             yield _sse("message_stop", {"type": "message_stop"})
         elif event:
+            if not text_open:
+                yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                text_open = True
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": event}})
 
 

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
-from edge_ai.request import CacheControl, Final, Message, Request, merge_turns
+from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -65,6 +65,10 @@ class _Generation(_Wire):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)  # llama-server's extension
+    repeat_penalty: float | None = Field(None, gt=0, le=10)  # llama-server's extension
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -91,6 +95,10 @@ class _Generation(_Wire):
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
             seed=self.seed,
             stop=stop,
             stream=self.stream,
@@ -104,11 +112,32 @@ class ChatCompletionRequest(_Generation):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
-    def to_request(self, cache: CacheControl, tenant: str) -> Request:
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise BadRequest("the local model cannot guarantee structured output", param="response_format")
+    def constraint(self) -> Constraint | None:
+        """response_format json_object / json_schema, or a forced tool call (tool_choice required or named)."""
+        fmt = (self.response_format or {}).get("type")
         if self.tools and self.tool_choice not in (None, "auto", "none"):
-            raise BadRequest("the local model cannot be made to call a tool", param="tool_choice")
+            tools = tuple(_tool(t, i) for i, t in enumerate(self.tools))
+            if isinstance(self.tool_choice, dict):
+                name = (self.tool_choice.get("function") or {}).get("name")
+                tools = tuple(t for t in tools if t.name == name)
+                if not tools:
+                    raise BadRequest(f"tool_choice names '{name}', which is not among the tools", param="tool_choice")
+            elif self.tool_choice != "required":
+                raise BadRequest("tool_choice must be none, auto, required or a named function", param="tool_choice")
+            return Constraint("tool", tools=tools)
+        if fmt in (None, "text"):
+            return None
+        if fmt == "json_object":
+            return Constraint("json")
+        if fmt == "json_schema":
+            spec = (self.response_format or {}).get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+                raise BadRequest("response_format.json_schema must be an object with a schema", param="response_format")
+            return Constraint("json", schema=spec.get("schema") or {"type": "object"})
+        raise BadRequest(f"response_format type '{fmt}' is not supported", param="response_format")
+
+    def to_request(self, cache: CacheControl, tenant: str) -> Request:
+        constraint = self.constraint()
         system, turns = [], []
         for i, m in enumerate(self.messages):
             text = _text(m, i)
@@ -130,9 +159,11 @@ class ChatCompletionRequest(_Generation):
             raise BadRequest("the last message must be from the user", param="messages")
         if not turns[-1].content.strip():
             raise BadRequest("the last user message is empty", param="messages")
-        params = {k: v for k, v in {"tools": self.tools, "tool_choice": self.tool_choice}.items() if v}
+        fields = {"tools": self.tools, "tool_choice": self.tool_choice, "response_format": self.response_format}
+        params = {k: v for k, v in fields.items() if v and v != {"type": "text"}}
         return Request(
             kind="chat",
+            constraint=constraint,
             system="\n\n".join(system),
             messages=tuple(turns),
             max_tokens=self.max_completion_tokens or self.max_tokens,
@@ -177,6 +208,16 @@ class EmbeddingRequest(_Wire):
         return texts
 
 
+def _tool(t: dict[str, Any], i: int) -> Tool:
+    fn = t.get("function") if t.get("type", "function") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise BadRequest(f"tools[{i}] must be a function with a name", param=f"tools.{i}")
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(params, dict):
+        raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema object", param=f"tools.{i}")
+    return Tool(fn["name"], str(fn.get("description") or ""), params)
+
+
 def _text(m: ChatMessage, i: int) -> str:
     if m.content is None:
         if m.role == "assistant" and m.tool_calls:
@@ -209,7 +250,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+def _tool_calls(final: Final) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in final.tool_calls]
+
+
 def chat_response(model: str, final: Final) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": final.text, "refusal": None}
+    if final.tool_calls:
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": _tool_calls(final)}
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
@@ -218,7 +266,7 @@ def chat_response(model: str, final: Final) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": final.text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": final.finish_reason,
             }
@@ -252,6 +300,8 @@ async def chat_stream(model: str, events: AsyncIterator[str | Final], include_us
     yield chunk({"role": "assistant", "content": ""})
     async for event in events:
         if isinstance(event, Final):
+            if event.tool_calls:
+                yield chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(_tool_calls(event))]})
             yield chunk({}, event.finish_reason)
             if include_usage:
                 yield _sse({**base, "choices": [], "usage": _usage(event)})

@@ -46,13 +46,23 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0  # llama.cpp's: divides the logit of a token seen in the last 64
+    frequency_penalty: float = 0.0  # OpenAI's: less each time a token was seen
+    presence_penalty: float = 0.0  # OpenAI's: less once a token was seen
     seed: int | None = None
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF the answer must match (structured output, forced tool calls)
+
+    @property
+    def penalised(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
+        """Greedy with nothing to apply first: the engine takes the argmax of the logits itself."""
+        return (self.temperature <= 0.0 or self.top_k == 1) and not self.penalised and self.grammar is None
 
 
 class Task:
@@ -142,6 +152,7 @@ class Slot:
     pending: int | None = None  # sampled token not yet decoded
     n_generated: int = 0
     sampler: ctypes.c_void_p | None = None
+    grammar: ctypes.c_void_p | None = None  # checked apart from the sampler chain (see _sample_constrained)
     decoder: codecs.IncrementalDecoder | None = None
     matcher: StopMatcher | None = None
     started: int = 0  # admission order, for fair prefill
@@ -187,7 +198,8 @@ class LLMEngine:
         path: str | Path,
         *,
         n_slots: int = 16,
-        n_ctx_slot: int = 4096,
+        n_ctx_slot: int | None = None,
+        kv_budget_bytes: int = 4 << 30,
         n_batch: int = 512,
         n_threads: int = 0,
         n_gpu_layers: int = 0,
@@ -198,7 +210,6 @@ class LLMEngine:
         ll.llama_backend_init()
         self.path = Path(path)
         self.n_slots = n_slots
-        self.n_ctx_slot = n_ctx_slot
         self.n_batch = n_batch
         self.max_queue = max_queue
         self.kv_unified = kv_unified
@@ -211,9 +222,11 @@ class LLMEngine:
             raise RuntimeError(f"could not load GGUF model {self.path}")
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = ll.llama_model_n_ctx_train(self.model)
+        self.n_ctx_slot = n_ctx_slot or self._fit_context(kv_budget_bytes)
 
         cparams = ll.llama_context_default_params()
-        cparams.n_ctx = n_ctx_slot * n_slots
+        cparams.n_ctx = self.n_ctx_slot * n_slots
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = n_slots
@@ -252,6 +265,19 @@ class LLMEngine:
         self._thread.start()
 
     # ---- model facts and tokenizer -------------------------------------------------------
+
+    def kv_bytes_per_token(self) -> int:
+        """f16 K and V over all layers: what one token of context costs in every slot."""
+        arch = self.meta("general.architecture") or ""
+        n_embd, n_head = ll.llama_model_n_embd(self.model), max(ll.llama_model_n_head(self.model), 1)
+        k = int(self.meta(f"{arch}.attention.key_length") or n_embd // n_head)
+        v = int(self.meta(f"{arch}.attention.value_length") or n_embd // n_head)
+        return ll.llama_model_n_layer(self.model) * ll.llama_model_n_head_kv(self.model) * (k + v) * 2
+
+    def _fit_context(self, budget: int) -> int:
+        """The context the model was trained for, cut (to a multiple of 256) to what the budget holds."""
+        fits = budget // (self.n_slots * self.kv_bytes_per_token()) // 256 * 256
+        return max(256, min(self.n_ctx_train or 4096, fits))
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(1 << 16)
@@ -377,6 +403,12 @@ class LLMEngine:
             slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             slot.matcher = StopMatcher(task.params.stop)
             slot.sampler = None if task.params.greedy else _make_sampler(task.params)
+            slot.grammar = None
+            if task.params.grammar:
+                try:
+                    slot.grammar = _make_grammar(self.vocab, task.params.grammar)
+                except EngineError as exc:
+                    self._release(slot, error=exc)
 
     def _place(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
         """The lowest free slot, unless another one holds a prefix long enough to be worth more.
@@ -455,7 +487,9 @@ class LLMEngine:
     def _sample(self, slot: Slot, row: int) -> None:
         task = slot.task
         assert task is not None and slot.decoder is not None and slot.matcher is not None
-        if slot.sampler is None:
+        if slot.grammar is not None:
+            token = self._sample_constrained(slot, row)
+        elif slot.sampler is None:
             logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
             token = int(logits.argmax())
         else:
@@ -473,6 +507,37 @@ class LLMEngine:
             return self._finish(slot, "length")
         slot.pending = token
 
+    def _sample_constrained(self, slot: Slot, row: int) -> int:
+        """Sample as usual, then check that one token against the grammar; only when it is refused is the
+        grammar applied to the whole vocabulary and the sample drawn again. Checking a grammar over 49k-262k
+        candidates on every step would hold up every other slot's step (llama.cpp's server does the same)."""
+        assert slot.sampler is not None and slot.grammar is not None
+        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
+        cands = self._candidates(logits)
+        ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))
+        token = int(cands.data[cands.selected].id)
+        one = (ll.llama_token_data * 1)(ll.llama_token_data(token, 0.0, 0.0))
+        single = ll.llama_token_data_array(one, 1, -1, False)
+        ll.llama_sampler_apply(slot.grammar, ctypes.byref(single))
+        if not np.isfinite(one[0].logit):  # refused: constrain the whole distribution, then sample it
+            cands = self._candidates(logits)
+            ll.llama_sampler_apply(slot.grammar, ctypes.byref(cands))
+            ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))
+            token = int(cands.data[cands.selected].id)
+        ll.llama_sampler_accept(slot.grammar, token)
+        ll.llama_sampler_accept(slot.sampler, token)
+        return token
+
+    def _candidates(self, logits: np.ndarray) -> "ll.llama_token_data_array":
+        if getattr(self, "_cand_buf", None) is None:
+            self._cand_buf = (ll.llama_token_data * self.n_vocab)()
+            self._cand_np = np.frombuffer(self._cand_buf, np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+            self._cand_ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._cand_np["id"] = self._cand_ids  # samplers sort and cut the buffer in place: refill it all
+        self._cand_np["logit"] = logits
+        self._cand_np["p"] = 0.0
+        return ll.llama_token_data_array(self._cand_buf, self.n_vocab, -1, False)
+
     def _finish(self, slot: Slot, reason: str) -> None:
         task, matcher, decoder = slot.task, slot.matcher, slot.decoder
         assert task is not None and matcher is not None and decoder is not None
@@ -489,10 +554,12 @@ class LLMEngine:
             slot.task.emit(error)
         if slot.sampler is not None:
             ll.llama_sampler_free(slot.sampler)
+        if slot.grammar is not None:
+            ll.llama_sampler_free(slot.grammar)
         if error is not None:  # a failed step leaves the sequence's KV unknown: forget it
             ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
             slot.cache_tokens.clear()
-        slot.task, slot.sampler, slot.pending, slot.decoder, slot.matcher = None, None, None, None, None
+        slot.task, slot.sampler, slot.grammar, slot.pending, slot.decoder, slot.matcher = None, None, None, None, None, None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -504,12 +571,29 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def _make_sampler(p: SamplingParams) -> ctypes.c_void_p:
+    """llama-server's order: penalties, top-k, top-p, min-p, temperature, then the draw (or greedy)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+    if p.penalised:
+        ll.llama_sampler_chain_add(
+            chain, ll.llama_sampler_init_penalties(64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+        )
+    if p.temperature <= 0.0 or p.top_k == 1:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+        return chain
     if p.top_k > 0:
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_k(p.top_k))
     if p.top_p < 1.0:
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(p.top_p, 1))
+    if p.min_p > 0.0:
+        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_min_p(p.min_p, 1))
     ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_temp(p.temperature))
     seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(4), "little")
     ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
+
+
+def _make_grammar(vocab: ctypes.c_void_p, grammar: str) -> ctypes.c_void_p:
+    sampler = ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        raise EngineError("the grammar did not parse")
+    return sampler
