@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     kv_unified: bool = Field(
         False, description="one KV buffer for all slots: answers no longer batch-invariant (and no faster here)"
     )
+    extra_buffers: bool = Field(
+        False, description="llama.cpp's AMX / repacked weight layouts: may crash where AMX is reported but not "
+        "enabled, and make answers depend on the batch"
+    )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
 

@@ -205,6 +205,7 @@ class LLMEngine:
         n_gpu_layers: int = 0,
         max_queue: int = 64,
         kv_unified: bool = False,
+        extra_buffers: bool = False,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -217,6 +218,11 @@ class LLMEngine:
 
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
+        # llama.cpp's extra CPU weight layouts (AMX tiles, repacked Q4_0/Q4_K): AMX dies with SIGILL on VMs
+        # whose CPU reports AMX that the kernel does not enable (seen on this project's CI machines), and
+        # repacked weights run one kernel for one row and another for four, so a sequence's logits would
+        # depend on how many others share its step. Plain layouts keep every row's arithmetic its own.
+        mparams.use_extra_bufts = extra_buffers
         self.model = ll.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self.model:
             raise RuntimeError(f"could not load GGUF model {self.path}")
@@ -402,13 +408,13 @@ class LLMEngine:
             slot.started = self._admitted
             slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             slot.matcher = StopMatcher(task.params.stop)
-            slot.sampler = None if task.params.greedy else _make_sampler(task.params)
-            slot.grammar = None
-            if task.params.grammar:
-                try:
+            slot.sampler = slot.grammar = None
+            try:  # a sampler that cannot be made fails its task, never the engine thread
+                slot.sampler = None if task.params.greedy else _make_sampler(task.params, self.n_vocab)
+                if task.params.grammar:
                     slot.grammar = _make_grammar(self.vocab, task.params.grammar)
-                except EngineError as exc:
-                    self._release(slot, error=exc)
+            except Exception as exc:
+                self._release(slot, error=exc if isinstance(exc, EngineError) else EngineError(str(exc)))
 
     def _place(self, free: list[Slot], tokens: list[int]) -> tuple[Slot, int]:
         """The lowest free slot, unless another one holds a prefix long enough to be worth more.
@@ -570,12 +576,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _make_sampler(p: SamplingParams) -> ctypes.c_void_p:
+def _make_sampler(p: SamplingParams, n_vocab: int) -> ctypes.c_void_p:
     """llama-server's order: penalties, top-k, top-p, min-p, temperature, then the draw (or greedy)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
     if p.penalised:
         ll.llama_sampler_chain_add(
-            chain, ll.llama_sampler_init_penalties(64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+            chain, ll.llama_sampler_init_penalties(n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
         )
     if p.temperature <= 0.0 or p.top_k == 1:
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
