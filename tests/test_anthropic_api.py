@@ -149,9 +149,11 @@ def test_offered_tools_are_part_of_the_scope(client):
         ({"model": "m", "max_tokens": 5, "messages": []}, 400, "invalid_request_error"),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "bot", "content": "hi"}]}, 400, "invalid_request_error"),
         ({"model": "m", "max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user", "content": "hi"}]}, 400, "invalid_request_error"),
-        ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "word " * 3000}]}, 400, "invalid_request_error"),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, 400, "invalid_request_error"),
-        ({"model": "m", "max_tokens": 5, "tools": [{"name": "t", "input_schema": {}}], "tool_choice": {"type": "any"},
+        # a server tool (no input_schema) cannot be run locally, so it cannot be forced
+        ({"model": "m", "max_tokens": 5, "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+          "tool_choice": {"type": "any"}, "messages": [{"role": "user", "content": "hi"}]}, 400, "invalid_request_error"),
+        ({"model": "m", "max_tokens": 5, "tools": [{"name": "t", "input_schema": {}}], "tool_choice": {"type": "tool", "name": "u"},
           "messages": [{"role": "user", "content": "hi"}]}, 400, "invalid_request_error"),
     ],
 )
@@ -161,6 +163,13 @@ def test_bad_input_gets_anthropic_errors(server, body, status, etype):
     assert r.status_code == status, r.text
     data = r.json()
     assert data["type"] == "error" and data["error"]["type"] == etype and data["error"]["message"]
+
+
+def test_a_prompt_beyond_the_context_is_cut_and_answered(client):
+    raw = client.messages.with_raw_response.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "word " * 3000}],
+                                                   extra_headers={"x-edge-cache": "off"})
+    assert int(raw.headers["x-edge-truncated"]) > 1500
+    assert raw.parse().stop_reason in ("end_turn", "max_tokens")
 
 
 def test_sdk_raises_typed_errors(client):

@@ -43,8 +43,11 @@ CASES = [
     ("image part", {**GOOD, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "messages.0.content"),
     ("n > 1", {**GOOD, "n": 2}, 400, "n"),
     ("logprobs", {**GOOD, "logprobs": True}, 400, "logprobs"),
-    ("forced tool call", {**GOOD, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, 400, "tool_choice"),
-    ("json mode", {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
+    ("tool choice naming no tool", {**GOOD, "tools": [{"type": "function", "function": {"name": "f"}}],
+                                    "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice"),
+    ("nameless tool", {**GOOD, "tools": [{"type": "function", "function": {}}], "tool_choice": "required"}, 400, "tools.0"),
+    ("unknown response format", {**GOOD, "response_format": {"type": "yaml"}}, 400, "response_format"),
+    ("json_schema without a schema object", {**GOOD, "response_format": {"type": "json_schema", "json_schema": "x"}}, 400, "response_format"),
     ("max_tokens beyond context", {**GOOD, "max_tokens": 100000}, 400, "max_tokens"),
 ]
 
@@ -58,10 +61,10 @@ def test_bad_chat_request(server, name, body, status, param):
     assert server.status()["cache"]["entries"] == before  # nothing was written
 
 
-def test_prompt_beyond_context(server):
+def test_prompt_beyond_context_is_cut_to_fit_not_refused(server):
     long = "word " * 3000  # the test server's slots hold 1024 tokens
-    err = assert_envelope(post(server, "/v1/chat/completions", {**GOOD, "messages": [{"role": "user", "content": long}]}), 400)
-    assert err["code"] == "context_length_exceeded"
+    r = post(server, "/v1/chat/completions", {**GOOD, "messages": [{"role": "user", "content": long}]}, {"x-edge-cache": "off"})
+    assert r.status_code == 200 and int(r.headers["x-edge-truncated"]) > 1500
 
 
 def test_oversized_body(server):

@@ -152,3 +152,25 @@ def test_a_vetoed_pair_costs_no_stretch_embedding(parts, tmp_path):
     assert asyncio.run(cache.lookup(ask(ticket("Order 1042 arrived damaged.")))).hit is None
     assert embedder.texts == before + 1  # the question alone
     cache.close()
+
+
+def test_a_cloud_answer_outranks_a_local_one(parts, tmp_path):
+    """Both pass the hit decision: the cloud's is served, whichever is nearer. A local answer never replaces
+    the cloud's for the same prompt; the cloud's replaces a local one."""
+    embedder, judge = parts
+    cache = SemanticCache.open(tmp_path / "c", embedder, judge)
+
+    async def go() -> None:
+        asked = "How do I reset my password?"
+        await cache.put(ask(asked), Final("local answer", "stop", 0, 2), "local")  # the very prompt: nearest
+        await cache.put(ask("How can I reset my password?"), Final("cloud answer", "stop", 0, 2), "cloud")
+        hit = (await cache.lookup(ask("How do I reset my password, please?"))).hit
+        assert hit is not None and hit.entry.answer == "cloud answer"
+
+        await cache.put(ask("How can I reset my password?"), Final("a later local answer", "stop", 0, 3), "local")
+        assert cache.store.get(ask("How can I reset my password?").exact_key()).answer == "cloud answer"
+        await cache.put(ask(asked), Final("cloud answer 2", "stop", 0, 3), "cloud")
+        assert cache.store.get(ask(asked).exact_key()).source == "cloud"
+
+    asyncio.run(go())
+    cache.close()

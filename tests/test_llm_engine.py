@@ -1,4 +1,5 @@
-"""The continuous-batching core on the real Gemma 3 270M model."""
+"""The continuous-batching core on the real default model (SmolLM2-135M-Instruct); Gemma 3 270M where its
+sliding-window layers are what is tested."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import asyncio
 
 import pytest
 
-from edge_ai.chat_template import gemma_prompt
+from edge_ai.chat_template import JinjaTemplate, gemma_prompt
 from edge_ai.engines.llm import REUSE_OVER_PACKING, LLMEngine, SamplingParams, Slot, StopMatcher
 from edge_ai.errors import ContextOverflow, Overloaded
-from edge_ai.model_files import default_gguf
+from edge_ai.model_files import default_gguf, resolve_gguf
 from edge_ai.request import Final, Message
 
 
@@ -22,8 +23,13 @@ def engine(tmp_path_factory):
     eng.close()
 
 
+def chat(engine: LLMEngine, system: str, messages: list[Message]) -> list[int]:
+    template = JinjaTemplate(engine.chat_template, engine.token_text(engine.bos_token), "")
+    return template.prompt(engine, system, messages)
+
+
 def prompt(engine: LLMEngine, text: str) -> list[int]:
-    return gemma_prompt(engine, "", [Message("user", text)])
+    return chat(engine, "", [Message("user", text)])
 
 
 def run(coro):
@@ -54,7 +60,7 @@ def test_prefix_reuse_skips_recomputing_a_shared_prefix(engine):
     system = "You are a meticulous assistant for a hardware store. " * 8
 
     async def ask(q: str) -> Final:
-        return await engine.submit(gemma_prompt(engine, system, [Message("user", q)]), GREEDY).result()
+        return await engine.submit(chat(engine, system, [Message("user", q)]), GREEDY).result()
 
     first = run(ask("Do you sell hammers?"))
     reused_before = engine.stats.prompt_tokens_reused
@@ -70,7 +76,7 @@ def test_requests_reusing_the_same_prefix_answer_alike(engine):
     both reuse the slot's prefix compute it the same way and must agree exactly."""
     msgs = [Message("user", "List three fruits.")]
     async def go() -> str:
-        return (await engine.submit(gemma_prompt(engine, "Be concise.", msgs), GREEDY).result()).text
+        return (await engine.submit(chat(engine, "Be concise.", msgs), GREEDY).result()).text
     run(go())
     reused = engine.stats.prompt_tokens_reused
     assert run(go()) == run(go())
@@ -197,7 +203,7 @@ def test_prefix_reuse_is_refused_when_the_sliding_window_is_gone():
     slot can no longer continue a short shared prefix, and must recompute rather than answer wrongly."""
     from tests.conftest import ROOT
 
-    eng = LLMEngine(default_gguf(ROOT / "models"), n_slots=1, n_ctx_slot=2048, n_batch=256)
+    eng = LLMEngine(resolve_gguf("gemma3-270m", ROOT / "models"), n_slots=1, n_ctx_slot=2048, n_batch=256)
     try:
         system = "You answer questions about the weather in short sentences."
         short = gemma_prompt(eng, system, [Message("user", "Is it sunny?")])

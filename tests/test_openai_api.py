@@ -23,7 +23,7 @@ def test_health_and_ready(server):
 
 def test_models_lists_the_default_model(openai_client):
     ids = [m.id for m in openai_client.models.list().data]
-    assert "gemma-3-270m-q4_k_m" in ids
+    assert "SmolLM2-135M-Instruct.Q4_1" in ids
 
 
 def test_chat_completion_answers_from_the_local_model(openai_client):

@@ -218,13 +218,16 @@ async def message_stream(model: str, events: AsyncIterator[str | Final], input_t
         "usage": _usage(input_tokens, 1),
     }
     yield _sse("message_start", {"type": "message_start", "message": start})
-    text_open = False  # the text block opens with the first text (a tool call answer has none)
-    yield _sse("ping", {"type": "ping"})
+    text_open = False  # a tool call's answer has no text block: it opens with the first event that is not one
+    pinged = False
     async for event in events:
+        if not text_open and not (isinstance(event, Final) and event.tool_calls):
+            yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            text_open = True
+        if not pinged:
+            yield _sse("ping", {"type": "ping"})
+            pinged = True
         if isinstance(event, Final):
-            if not event.tool_calls and not text_open:
-                yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-                text_open = True
             if text_open:
                 yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
             for i, call in enumerate(event.tool_calls, start=int(text_open)):
@@ -237,9 +240,6 @@ async def message_stream(model: str, events: AsyncIterator[str | Final], input_t
             yield _sse("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": event.completion_tokens}})
             yield _sse("message_stop", {"type": "message_stop"})
         elif event:
-            if not text_open:
-                yield _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-                text_open = True
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": event}})
 
 
