@@ -32,8 +32,9 @@ class Prepared:
 
 
 class LocalModel:
-    def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams()) -> None:
+    def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams(), default_system: str = "") -> None:
         self.engine = engine
+        self.default_system = default_system  # for requests that send no system prompt
         self.defaults = defaults  # for what a request does not set
         self.name = engine.path.stem
         self._memo = Recent(PROMPT_MEMO)  # prompt fields -> tokens
@@ -56,7 +57,7 @@ class LocalModel:
     def _tokenize(self, req: Request) -> list[int]:
         if req.kind == "completion":
             return self.engine.tokenize(req.prompt, add_bos=True)
-        system = "\n\n".join(filter(None, [req.system, _instruction(req.constraint)]))
+        system = "\n\n".join(filter(None, [req.system or self.default_system, _instruction(req.constraint)]))
         if self._template is not None:
             return self._template.prompt(self.engine, system, req.messages, req.prefill)
         return gemma_prompt(self.engine, system, req.messages, req.prefill)
@@ -132,7 +133,8 @@ class LocalModel:
             top_p=d.top_p if req.top_p is None else req.top_p,
             top_k=d.top_k if req.top_k is None else req.top_k,
             min_p=d.min_p if req.min_p is None else req.min_p,
-            repeat_penalty=d.repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
+            # a structured answer repeats keys and quotes by nature: no default penalty under a grammar
+            repeat_penalty=(1.0 if grammar else d.repeat_penalty) if req.repeat_penalty is None else req.repeat_penalty,
             frequency_penalty=req.frequency_penalty or 0.0,
             presence_penalty=req.presence_penalty or 0.0,
             seed=req.seed,
@@ -222,7 +224,7 @@ class LocalModels:
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty)
-            self._by_path[key] = LocalModel(engine, defaults)
+            self._by_path[key] = LocalModel(engine, defaults, s.default_system)
         return self._by_path[key]
 
     def get(self, name: str) -> LocalModel:
