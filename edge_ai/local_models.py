@@ -79,7 +79,13 @@ class LocalModel:
         dropped = 0
         if len(tokens) + answer > n_ctx:
             before = len(tokens)
-            tokens = self._fit(req, n_ctx - answer)
+            # memoised too: an agent resends the same long prompt, and cutting costs several tokenizations
+            key = ("fit", req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint), n_ctx - answer)
+            cut = self._memo.recall(key)
+            if cut is None:
+                cut = array("i", self._fit(req, n_ctx - answer))
+                self._memo.remember(key, cut)
+            tokens = cut.tolist()
             dropped = before - len(tokens)
             log.info("prompt of %d tokens cut to %d to fit the context of %d (%d dropped)",
                      before, len(tokens), n_ctx, dropped)

@@ -228,3 +228,38 @@ def test_requests_pack_into_the_lowest_free_slot_unless_a_long_prefix_waits_else
     assert engine._place([low, far], short_overlap) == (low, 0)
     long_overlap = list(range(REUSE_OVER_PACKING + 10)) + [9999]
     assert engine._place([low, far], long_overlap) == (far, REUSE_OVER_PACKING + 10)
+
+
+def test_a_grammar_request_batched_with_others_is_valid_and_leaves_them_as_they_were(engine):
+    """A constrained task samples and checks its token against the grammar in the same step as the others:
+    its answer parses, and theirs are what they are without it."""
+    import json
+
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    questions = [f"Write one sentence about the number {i}." for i in range(6)]
+    constrained = SamplingParams(temperature=0, max_tokens=60, grammar=JSON_GBNF)
+
+    async def go(with_grammar: bool) -> tuple[list[str], Final | None]:
+        tasks = [engine.submit(prompt(engine, q), GREEDY) for q in questions]
+        js = engine.submit(prompt(engine, "Describe a cat as a JSON object."), constrained) if with_grammar else None
+        texts = [f.text for f in await asyncio.gather(*(t.result() for t in tasks))]
+        return texts, (await js.result()) if js else None
+
+    plain, _ = run(go(False))
+    mixed, final = run(go(True))
+    assert mixed == plain
+    assert final is not None and final.finish_reason == "stop" and isinstance(json.loads(final.text), dict)
+
+
+def test_penalties_and_min_p_are_applied(engine):
+    """A repeat penalty changes a greedy answer that repeats itself; a min-p chain samples an answer."""
+    p = prompt(engine, "Repeat the word cat ten times.")
+
+    async def go(params: SamplingParams) -> str:
+        return (await engine.submit(p, params).result()).text
+
+    plain = run(go(SamplingParams(temperature=0, max_tokens=30)))
+    penalised = run(go(SamplingParams(temperature=0, max_tokens=30, repeat_penalty=1.5)))
+    assert plain != penalised
+    assert run(go(SamplingParams(temperature=0.7, min_p=0.1, top_k=40, seed=3, max_tokens=8))).strip()

@@ -115,6 +115,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32, help="requests per level (at least one per client)")
     ap.add_argument("--only", nargs="*", default=None, help="subset of: edge-ai llama-cpp-python llama-server")
     ap.add_argument("--edge-args", default="", help="extra flags for edge-ai serve, e.g. --kv-unified")
+    # edge-ai leaves llama.cpp's extra weight layouts off (AMX faults on VMs that report it unenabled); the
+    # same for llama-server, or it dies there with SIGILL
+    ap.add_argument("--llama-args", default="--no-repack", help="extra flags for llama-server")
     ap.add_argument("--reps", type=int, default=2, help="runs per level of edge-ai and llama-server, in ABBA order (averaged)")
     ap.add_argument("--reps-all", action="store_true", help="llama-cpp-python's server too takes part in every ABBA round")
     args = ap.parse_args()
@@ -131,7 +134,7 @@ def main() -> None:
     }
     if args.llama_server:
         servers["llama-server"] = ([args.llama_server, "-m", args.model, "--parallel", slots, "-c", str(4096 * int(slots)),
-                                    "-t", threads, "--no-webui"], "/health", {})
+                                    "-t", threads, "--no-webui", *args.llama_args.split()], "/health", {})
     results: dict[str, dict[int, list[dict]]] = {}
     procs: dict[str, tuple[subprocess.Popen, str, dict]] = {}
     try:  # all servers up at once (an idle one costs nothing); levels then alternate between them

@@ -1,0 +1,97 @@
+"""Time to first token of an agent-sized request (Claude Code's shape: a ~6k-token system prompt resent with
+every question): cold, warm (the same system prompt, another question), and after a restart; edge-ai against
+llama-server (`cache_prompt`, its default) on the same GGUF.
+
+    .venv/bin/python scripts/bench/agent_ttft.py --llama-server PATH [--rounds 3]
+
+Both get OpenAI chat requests (streaming, 16 tokens, greedy) with the same text; edge-ai with
+`x-edge-cache: off`, so every answer is computed. Rounds alternate the servers (ABBA) and each round
+restarts both, so "cold" is a fresh process every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from scripts.bench.llm_throughput import free_port, wait_up  # noqa: E402
+
+RULES = " ".join(f"Rule {i}: when the user asks for a change, read the relevant files first, keep edits minimal, "
+                 "run the tests, and explain what you did in one short paragraph." for i in range(190))
+SYSTEM = "You are an interactive CLI tool that helps users with software engineering tasks. " + RULES
+
+
+def ttft(url: str, question: str, headers: dict) -> float:
+    body = {"model": "m", "stream": True, "max_tokens": 16, "temperature": 0,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]}
+    t0 = time.perf_counter()
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=headers, timeout=300) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                delta = (json.loads(line[6:]).get("choices") or [{}])[0].get("delta") or {}
+                if delta.get("content"):
+                    return (time.perf_counter() - t0) * 1000
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", ""))
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    threads = str(os.cpu_count() or 2)
+    cache = tempfile.mkdtemp(prefix="edge-ttft-")
+    servers = {
+        "edge-ai": (lambda port: [sys.executable, "-m", "edge_ai", "serve", "--port", str(port), "--n-slots", "4",
+                                  "--n-ctx-slot", "8192", "--log-level", "warning", "--model", args.model, "--cache-dir", cache],
+                    "/readyz", {"x-edge-cache": "off"}),
+    }
+    if args.llama_server:
+        servers["llama-server"] = (lambda port: [args.llama_server, "-m", args.model, "--parallel", "4", "-c", str(4 * 8192),
+                                                 "-t", threads, "--no-webui", "--no-repack", "--port", str(port), "--host", "127.0.0.1"],
+                                   "/health", {})
+    results = {name: {"cold": [], "warm": [], "restart": []} for name in servers}
+    names = list(servers)
+    for rnd in range(args.rounds):
+        for name in names if rnd % 2 == 0 else names[::-1]:
+            cmd, health, headers = servers[name]
+            port = free_port()
+            for phase in ("cold+warm", "restart"):
+                proc = subprocess.Popen(cmd(port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                url = f"http://127.0.0.1:{port}"
+                try:
+                    wait_up(url, proc, health)
+                    if phase == "cold+warm":
+                        results[name]["cold"].append(ttft(url, f"What does git status do? ({rnd})", headers))
+                        results[name]["warm"].append(ttft(url, f"What does git log do? ({rnd})", headers))
+                    else:
+                        results[name]["restart"].append(ttft(url, f"What does git diff do? ({rnd})", headers))
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+            r = results[name]
+            print(f"round {rnd} {name:<13} cold {r['cold'][-1]:7.0f} ms  warm {r['warm'][-1]:6.0f} ms  "
+                  f"after restart {r['restart'][-1]:7.0f} ms", flush=True)
+    n_tokens = len(SYSTEM.split())
+    print(f"\nsystem prompt ~{n_tokens} words, {Path(args.model).name}, {threads} threads; TTFT medians:")
+    for name, r in results.items():
+        print(f"{name:<13} cold {statistics.median(r['cold']):7.0f} ms  warm {statistics.median(r['warm']):6.0f} ms  "
+              f"after restart {statistics.median(r['restart']):7.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
