@@ -64,6 +64,7 @@ class SemanticCache:
         self.threshold = judge.model.threshold if threshold is None else threshold
         self.index = VectorIndex(embedder.dim)
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
+        self._tenant_of: dict[str, str] = {}  # scope key -> tenant, for entries by tenant
         self._generation = -1
         self._checked = 0.0
         self._syncing: asyncio.Future[int] | None = None
@@ -88,6 +89,7 @@ class SemanticCache:
             entry = self.store.read(id_)
             if entry is not None and entry.vec().shape == (self.index.dim,):
                 self.index.add(entry.scope_key, entry.id, entry.vec())
+                self._tenant_of[entry.scope_key] = str(entry.scope.get("tenant", ""))
                 n += 1
         log.info("cache: %d entries indexed from %s", n, self.store.directory)
         return n
@@ -179,6 +181,7 @@ class SemanticCache:
         )
         await asyncio.to_thread(self.store.put, entry)
         self.index.add(entry.scope_key, entry.id, vector)
+        self._tenant_of[entry.scope_key] = req.tenant
         self._generation += 1  # our own write: nothing to re-index
         return entry
 
@@ -206,6 +209,22 @@ class SemanticCache:
                 self._vectors.remember(texts[i], vec)
                 vecs[i] = vec
         return vecs
+
+    def delete(self, id_: str) -> bool:
+        """Remove one entry from disk and index: it is never served again (any remembered decision on
+        its scope is voided with the index change)."""
+        gone = self.store.delete(id_)
+        self.index.remove(id_)
+        self._generation += 1  # our own write: nothing to re-index
+        return gone
+
+    def entries_by_tenant(self) -> dict[str, int]:
+        """Indexed entries per tenant (the key's tenant: a narrowed `tenant/sub` counts as `tenant`)."""
+        out: dict[str, int] = {}
+        for scope, n in self.index.sizes().items():
+            tenant = self._tenant_of.get(scope, "").split("/", 1)[0]
+            out[tenant] = out.get(tenant, 0) + n
+        return out
 
     def stats(self) -> dict[str, object]:
         return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}

@@ -90,7 +90,8 @@ def serve(
     (TOML) maps it to another GGUF file. Gateway mode: list cloud upstreams in the TOML file."""
     import uvicorn
 
-    from edge_ai.app import create_app
+    from edge_ai.server.app import create_app
+    from edge_ai.server.logs import configure
 
     settings = Settings.load(
         config,
@@ -110,12 +111,13 @@ def serve(
         kv_unified=kv_unified,
         strict_models=strict_models,
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # access lines are info: above that uvicorn would still format each one before the logger drops it
-    access_log = log_level.lower() in ("trace", "debug", "info")
+    configure(log_level, settings.log_format)
+    # access lines are info: above that uvicorn would still format each one before the logger drops it;
+    # the JSON log has its own request line
+    access_log = log_level.lower() in ("trace", "debug", "info") and settings.log_format == "text"
     # edge-ai reads no client address, so uvicorn's proxy-header rewriting is per-request work for nothing
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower(),
-                access_log=access_log, proxy_headers=False)
+                access_log=access_log, proxy_headers=False, log_config=None)
 
 
 @app.command()
@@ -140,7 +142,7 @@ def drill(
 
 
 def _runtime(config: Optional[Path], cache_dir: Optional[str]):
-    from edge_ai.app import Runtime
+    from edge_ai.runtime import Runtime
 
     runtime = Runtime(Settings.load(config, cache_dir=cache_dir))
     runtime.load()
@@ -159,6 +161,7 @@ def warm(
     concurrency: int = typer.Option(16, help="Prompts in flight at once (cloud calls, or slots of the local batched core)."),
     max_tokens: Optional[int] = typer.Option(None, help="Answer length for plain prompts (request bodies carry their own) [default: default_max_tokens]; part of what a later request must allow."),
     report: Optional[Path] = typer.Option(None, help="Write the summary as JSON to this file."),
+    tenant: str = typer.Option("", help="Tenant whose cache to fill: the tenant of the API key its clients use (empty = the open default)."),
 ) -> None:
     """Fill the cache before an outage, from JSONL files.
 
@@ -177,7 +180,7 @@ def warm(
     logging.basicConfig(level="WARNING")
     runtime = _runtime(config, cache_dir)
     summary = WarmReport()
-    items = read_inputs(list(inputs), model, summary, max_tokens)
+    items = read_inputs(list(inputs), model, summary, max_tokens, tenant)
     assert runtime.cache is not None and runtime.policy is not None
     ups = runtime.gateway.upstreams if runtime.gateway else []
     warmer = Warmer(runtime.cache, runtime.policy, ups, concurrency=concurrency)
@@ -245,7 +248,12 @@ def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optiona
 
 
 @cache_app.command("import")
-def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+def cache_import(
+    file: Path = typer.Argument(..., exists=True),
+    config: Optional[Path] = Config,
+    cache_dir: Optional[str] = CacheDir,
+    tenant: Optional[str] = typer.Option(None, help="Put every entry into this tenant's cache (the entries' own tenant otherwise)."),
+) -> None:
     """Read entries written by `cache export`.
 
     Vectors whose size does not fit this cache's embedder are re-embedded. Bad lines are reported by
@@ -258,6 +266,7 @@ def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional
     from edge_ai.engines.embedder import Embedder
     from edge_ai.engines.store import Entry
     from edge_ai.model_files import open_embedder
+    from edge_ai.request import exact_digest, scope_digest
 
     s = Settings.load(config, cache_dir=cache_dir)
     store = _store(config, cache_dir)
@@ -272,6 +281,10 @@ def cache_import(file: Path = typer.Argument(..., exists=True), config: Optional
             entry = Entry(**d)
             if not entry.id or not entry.scope_key or not entry.answer:
                 raise ValueError("id, scope_key and answer are required")
+            if tenant is not None:
+                entry.scope = {**entry.scope, "tenant": tenant}
+                entry.scope_key = scope_digest(entry.scope)
+                entry.id = exact_digest(entry.scope_key, entry.query)
         except (ValueError, TypeError) as exc:
             typer.echo(f"{file}:{lineno}: skipped: {exc}", err=True)
             bad += 1
@@ -409,7 +422,7 @@ def eval_answers_cmd(
     import asyncio
     import tempfile
 
-    from edge_ai.app import Runtime
+    from edge_ai.runtime import Runtime
     from edge_ai.evaluate import eval_answers, read_questions
 
     logging.basicConfig(level="WARNING")
@@ -433,6 +446,26 @@ def eval_answers_cmd(
                 if g.verdict != "correct":
                     typer.echo(f"    [{g.verdict}{': ' + g.why if g.why else ''}] {g.question} -> {g.answer[:160]!r}")
     runtime.close()
+
+
+@app.command()
+def doctor(
+    config: Optional[Path] = typer.Option(None, help="TOML settings, as for serve.", envvar="EDGE_AI_CONFIG"),
+    no_network: bool = typer.Option(False, "--no-network", help="Do not probe the upstreams."),
+) -> None:
+    """Check a deployment: model files and their checksums, the cache directory, upstreams, the keys
+    file's permissions, CPU features and threads. Each problem comes with its fix; exits 1 on a failure."""
+    from edge_ai.doctor import run_checks
+
+    try:
+        settings = Settings.load(config)
+    except Exception as exc:
+        typer.echo(f"[FAIL] settings: {exc}", err=True)
+        raise typer.Exit(1)
+    checks = run_checks(settings, probe_upstreams=not no_network)
+    for c in checks:
+        typer.echo(c.line())
+    raise typer.Exit(1 if any(not c.ok and not c.warn for c in checks) else 0)
 
 
 @app.command("fetch-models")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 ENV_PREFIX = "EDGE_AI_"
@@ -25,6 +26,34 @@ class UpstreamConfig(BaseModel):
     first_byte_timeout: float = Field(60.0, gt=0, description="headers, and each later read of a stream")
     total_timeout: float = Field(600.0, gt=0)
     max_retry_after: float = Field(2.0, ge=0, description="a 429 asking to wait longer than this falls back at once")
+
+
+class ApiKey(BaseModel):
+    """A client key. The tenant comes from the key: it scopes the cache, so keys never see each other's answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("", description="the key itself (the file then holds a secret: keep it private)")
+    key_sha256: str = Field("", description="hex sha256 of the key: the file holds no secret")
+    tenant: str = Field(..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="whose cache this key reads and writes")
+    admin: bool = Field(False, description="may use /admin/..., /metrics and /dashboard")
+    metrics: bool = Field(False, description="may read /metrics and /dashboard only")
+    requests_per_minute: int | None = Field(None, ge=1, description="429 with Retry-After past this rate")
+    max_concurrent: int | None = Field(None, ge=1, description="429 with Retry-After past this many in flight")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "ApiKey":
+        if bool(self.key) == bool(self.key_sha256):
+            raise ValueError("give exactly one of key and key_sha256")
+        if self.key_sha256:
+            digest = self.key_sha256.lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("key_sha256 must be 64 hex digits")
+            self.key_sha256 = digest
+        return self
+
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.key_sha256) if self.key_sha256 else hashlib.sha256(self.key.encode()).digest()
 
 
 class Settings(BaseSettings):
@@ -95,6 +124,34 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted request body")
+
+    # Keys and tenants. No keys = open, as the embedded default on 127.0.0.1 is.
+    api_keys: list[ApiKey] = Field(default_factory=list, description="client keys ([[api_keys]] in TOML)")
+    passthrough_tenancy: Literal["per_key", "shared"] = Field(
+        "per_key", description="gateway mode passing the client's own cloud key through: per_key = each key is its "
+        "own tenant (from a hash; the key is never stored), shared = one cache across the site's keys"
+    )
+
+    # Logs.
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per request and event")
+    log_prompts: bool = Field(False, description="put prompts and answers in the request log")
+
+    @model_validator(mode="after")
+    def _keys_and_passthrough(self) -> "Settings":
+        if self.api_keys:
+            passing = [u.name for u in self.upstreams if not u.api_key]
+            if passing:
+                raise ValueError(
+                    f"upstream {', '.join(passing)} passes the client's key through, but api_keys are configured, so "
+                    "clients send edge-ai keys: give the upstream its own api_key"
+                )
+            digests = [k.digest() for k in self.api_keys]
+            if len(set(digests)) != len(digests):
+                raise ValueError("two api_keys entries hold the same key")
+        return self
+
+    def passes_keys_through(self) -> bool:
+        return any(not u.api_key for u in self.upstreams)
 
     @classmethod
     def settings_customise_sources(

@@ -60,7 +60,7 @@ def run_drill(
 ) -> DrillReport:
     import uvicorn
 
-    from edge_ai.app import create_app
+    from edge_ai.server.app import create_app
     from edge_ai.config import Settings, UpstreamConfig
 
     cloud = FakeCloud().start()

@@ -34,6 +34,26 @@ class PayloadTooLarge(EdgeError):
     kind = "request_too_large"
 
 
+class Unauthorized(EdgeError):
+    """No valid API key (keys are configured)."""
+
+    status = 401
+    kind = "authentication"
+
+    def __init__(self, message: str = "a valid API key is required (Authorization: Bearer or x-api-key)") -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
+class Forbidden(EdgeError):
+    """A valid key that may not do this (an admin endpoint with a tenant's key)."""
+
+    status = 403
+    kind = "permission"
+
+    def __init__(self, message: str = "this key may not use this endpoint") -> None:
+        super().__init__(message, code="permission_denied")
+
+
 class Overloaded(EdgeError):
     """A bounded queue is full; the client should retry after `retry_after` seconds."""
 
@@ -43,3 +63,9 @@ class Overloaded(EdgeError):
     def __init__(self, message: str = "edge-ai is at capacity; retry shortly", retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(Overloaded):
+    """This key's own limit (requests per minute, concurrent requests), not the server's capacity."""
+
+    kind = "rate_limited"

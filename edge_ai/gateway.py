@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, AsyncIterator, Callable
@@ -23,7 +25,7 @@ from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
-from edge_ai.engines.upstream import Breaker, StreamEvent, Upstream, UpstreamFailure
+from edge_ai.engines.upstream import Breaker, StreamEvent, Upstream, UpstreamFailure, failure_kind
 from edge_ai.errors import EdgeError
 from edge_ai.policy import AnswerPolicy
 from edge_ai.request import Final, Request
@@ -46,6 +48,8 @@ class Gateway:
         self.policy, self.cache = policy, cache
         self.upstreams = [Upstream(cfg, Breaker(settings.breaker_failures, settings.breaker_cooldown)) for cfg in settings.upstreams]
         self.counts = {"cloud": 0, "fallback": 0, "midstream_recovered": 0}
+        self.failovers: Counter[str] = Counter()  # by the first upstream's failure kind
+        self.last_failover: tuple[float, str] | None = None  # (unix time, reason)
         self._background: set[asyncio.Task[None]] = set()
 
     def serves(self, dialect: str) -> bool:
@@ -72,7 +76,13 @@ class Gateway:
                 reasons.append(f"{up.name}: {f.reason}")
                 log.warning("upstream %s failed: %s", up.name, f.reason)
         self.counts["fallback"] += 1
-        return Fallback("; ".join(reasons) or "no upstream")
+        reason = "; ".join(reasons) or "no upstream"
+        self._failed_over(reasons[0].split(": ", 1)[-1] if reasons else "no upstream", reason)
+        return Fallback(reason)
+
+    def _failed_over(self, first: str, reason: str) -> None:
+        self.failovers[failure_kind(first)] += 1
+        self.last_failover = (time.time(), reason)
 
     async def _send(self, up: Upstream, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
         resp, answer = await up.send(body, headers, raw)
@@ -116,6 +126,7 @@ class Gateway:
                 yield dialect.stream_error(EdgeError(f"the cloud stream broke: {f.reason}"))
                 return
             self.counts["midstream_recovered"] += 1
+            self._failed_over("stream broken", f"{up.name}: {f.reason} (after {len(state.text)} chars)")
             try:
                 reply = self.policy.continue_locally(local_req, state.text)
                 async for chunk in state.finish_with(model, reply.events):

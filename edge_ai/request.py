@@ -152,6 +152,15 @@ def _scope_digest(req: Request) -> str:
     return key
 
 
+def scope_digest(scope: dict[str, Any]) -> str:
+    """The key of a scope as `Request.scope()` gives it (for entries re-scoped by `cache import`)."""
+    return _digest(json.dumps(scope, sort_keys=True, ensure_ascii=False))
+
+
+def exact_digest(scope_key: str, query: str) -> str:
+    return _digest(scope_key + "\x00" + query)
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

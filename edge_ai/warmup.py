@@ -31,7 +31,7 @@ from edge_ai.dialects import openai as oa
 from edge_ai.engines.index import VectorIndex
 from edge_ai.engines.upstream import Upstream, UpstreamFailure
 from edge_ai.errors import EdgeError
-from edge_ai.http import parse
+from edge_ai.dialects.validate import parse
 from edge_ai.policy import AnswerPolicy
 from edge_ai.request import CacheControl, Final, Request
 
@@ -73,7 +73,8 @@ class WarmReport:
         return out
 
 
-def read_inputs(paths: list[Path], model: str, report: WarmReport, max_tokens: int | None = None) -> list[Item]:
+def read_inputs(paths: list[Path], model: str, report: WarmReport, max_tokens: int | None = None, tenant: str = "") -> list[Item]:
+    """Every line as an item; `tenant` is whose cache the answers go into (a key's tenant when the server has keys)."""
     items: list[Item] = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
@@ -83,7 +84,10 @@ def read_inputs(paths: list[Path], model: str, report: WarmReport, max_tokens: i
                 report.lines += 1
                 where = f"{path.name}:{n}"
                 try:
-                    items.append(_parse_line(raw, model, where, max_tokens))
+                    item = _parse_line(raw, model, where, max_tokens)
+                    if tenant:
+                        item.req = replace(item.req, tenant=tenant)
+                    items.append(item)
                 except (EdgeError, ValueError, TypeError) as exc:
                     msg = exc.message if isinstance(exc, EdgeError) else str(exc)
                     report.failures.append({"line": where, "reason": f"bad input: {msg}"})
@@ -93,7 +97,9 @@ def read_inputs(paths: list[Path], model: str, report: WarmReport, max_tokens: i
 def _parse_line(raw: str, model: str, where: str, max_tokens: int | None = None) -> Item:
     try:
         data: Any = json.loads(raw)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
+        if raw.lstrip().startswith(("{", "[")):  # a broken JSON line (a truncated log), not a prompt
+            raise ValueError(f"not valid JSON: {exc}") from None
         data = raw.strip()  # a plain-text line is a prompt
     if isinstance(data, str):
         if not data.strip():

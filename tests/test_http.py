@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import Request as HttpRequest
 
 from edge_ai.errors import BadRequest, PayloadTooLarge
-from edge_ai.http import read_json_raw
+from edge_ai.server.http import read_json_raw
 
 
 def _request(chunks: list[bytes], declared: int | None = None) -> HttpRequest:

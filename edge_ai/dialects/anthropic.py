@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_ai.errors import BadRequest, EdgeError, Overloaded
+from edge_ai.errors import BadRequest, EdgeError, Overloaded, RateLimited
 from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -37,6 +37,8 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def render_error(exc: EdgeError) -> tuple[int, dict[str, Any], dict[str, str]]:
     # Anthropic clients retry 529 overloaded_error; a busy or still-loading server is exactly that
+    if isinstance(exc, RateLimited):  # the client's own limit: Anthropic's 429, not an overloaded server
+        return 429, error_body(429, exc.message), {"retry-after": str(exc.retry_after)}
     if isinstance(exc, Overloaded) or exc.status == 503:
         return 529, error_body(529, exc.message), {"retry-after": str(getattr(exc, "retry_after", 1))}
     return exc.status, error_body(exc.status, exc.message), {}

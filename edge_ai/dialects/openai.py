@@ -16,7 +16,8 @@ from edge_ai.request import CacheControl, Constraint, Final, Message, Request, T
 
 _TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",  # what OpenAI sends for a bad key, with code invalid_api_key
+    403: "invalid_request_error",
     404: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +70,8 @@ class Embedder:
         self.batches = 0
         self.texts = 0
         self.busy_s = 0.0  # time spent in passes: against wall time, how loaded the embedder is
+        self.pass_sizes: Counter[int] = Counter()  # texts per forward pass -> passes (bounded by pass_size)
+        self.rejected = 0
         self._pending: deque[_Item] = deque()
         self._follow_ups: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -115,6 +117,7 @@ class Embedder:
             if follow_up:
                 self._follow_ups.extend(items)
             elif len(self._pending) + len(items) > self.max_queue:
+                self.rejected += 1
                 raise Overloaded("the embedding queue is full", retry_after=1)
             else:
                 self._pending.extend(items)
@@ -194,6 +197,7 @@ class Embedder:
             self.busy_s += time.perf_counter() - start
             self.batches += 1
             self.texts += len(group)
+            self.pass_sizes[len(group)] += 1
             for item, vec, n in zip(group, vecs, counts):
                 item.loop.call_soon_threadsafe(_resolve, item.future, (vec, int(n)))
         except Exception as exc:  # a failed pass fails its callers, not the worker

@@ -277,6 +277,11 @@ class VectorIndex:
             part = self._parts.get(scope)
             return part.search(vec, k, floor) if part else []
 
+    def sizes(self) -> dict[str, int]:
+        """Entries per scope."""
+        with self._lock:
+            return {scope: len(part) for scope, part in self._parts.items()}
+
     def changes(self, scope: str) -> int:
         """How many adds and removes `scope` has seen: while it is the same, so is every search of it."""
         return self._changes.get(scope, 0)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -45,6 +46,7 @@ class Breaker:
         self.opened_at = 0.0
         self.last_error: str | None = None
         self._probing = False
+        self.outcomes: Counter[str] = Counter()  # "ok" and failure kinds (failure_kind), for metrics
 
     def allow(self) -> bool:
         if self.state == "closed":
@@ -60,10 +62,12 @@ class Breaker:
         if self.state != "closed":
             log.info("upstream recovered: breaker closed")
         self.state, self.failures, self._probing = "closed", 0, False
+        self.outcomes["ok"] += 1
 
     def failure(self, reason: str) -> None:
         self.failures += 1
         self.last_error = reason
+        self.outcomes[failure_kind(reason)] += 1
         self._probing = False
         if self.state == "half_open" or self.failures >= self.threshold:
             if self.state != "open":
@@ -72,6 +76,32 @@ class Breaker:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "consecutive_failures": self.failures, "last_error": self.last_error}
+
+    def reset(self) -> None:
+        """An operator's reset: the next request goes to the cloud again."""
+        self.state, self.failures, self._probing, self.opened_at = "closed", 0, False, 0.0
+
+
+def failure_kind(reason: str) -> str:
+    """A failure reason in a few words fit for a metric label (the reason itself goes to the log)."""
+    r = reason.lower()
+    if "breaker open" in r:
+        return "breaker_open"
+    if r.startswith("http 429"):
+        return "http_429"
+    if r.startswith("http 5"):
+        return "http_5xx"
+    if r.startswith("http "):
+        return "http_other"
+    if "timeout" in r:
+        return "timeout"
+    if "stream" in r:
+        return "stream_broken"
+    if "malformed" in r:
+        return "malformed"
+    if any(w in r for w in ("connect", "reset", "refused", "closed", "eof")):
+        return "connection"
+    return "other"
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The floor for an HTTP answer on this machine: the same server stack as edge-ai (uvicorn, uvloop,
-httptools, edge-ai's router, Starlette requests and responses, orjson) answering every chat completion
+httptools, FastAPI with a route taking the raw request, orjson) answering every chat completion
 with a fixed body, no cache and no model. `cache_hits.py --floor` runs its clients against it beside edge-ai, so a hit's latency can be
 read against what the stack alone costs here.
 
@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import orjson
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from fastapi import FastAPI
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from edge_ai.router import Router  # noqa: E402
 
 
 async def chat(request: Request) -> Response:
@@ -38,11 +34,9 @@ async def ready(request: Request) -> Response:
     return Response(b'{"status":"ready"}', media_type="application/json")
 
 
-def error_page(request: Request, status: int, detail: str) -> Response:
-    return Response(detail, status_code=status)
-
-
-app = Router([Route("/v1/chat/completions", chat, methods=["POST"]), Route("/readyz", ready)], error_page)
+app = FastAPI()
+app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
+app.add_api_route("/readyz", ready, methods=["GET"])
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

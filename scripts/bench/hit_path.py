@@ -95,7 +95,7 @@ def main() -> None:
     from cache_hits import warmed_cache
     from floor_server import app as floor_app
 
-    from edge_ai.app import create_app
+    from edge_ai.server.app import create_app
     from edge_ai.config import Settings
 
     pairs, cache_dir = warmed_cache("edge-hitpath-")

@@ -1,5 +1,8 @@
 """HTTP routes of both dialects. Each route: parse the wire body into the internal Request, ask the one
-answer policy, render the Reply in the dialect it came in. Errors leave in that dialect's envelope."""
+answer policy, render the Reply in the dialect it came in. Errors leave in that dialect's envelope.
+
+The routes take the raw request and return a response: FastAPI publishes their bodies' schemas
+(`openapi_extra`) but does not validate them a second time; the dialect schemas do, once."""
 
 from __future__ import annotations
 
@@ -10,18 +13,21 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import numpy as np
+from fastapi import APIRouter
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
-from edge_ai.errors import BadRequest, EdgeError
-from edge_ai.http import ClientGone, JSONResponse, parse, read_json, read_json_raw, until_disconnect
+from edge_ai.dialects.validate import parse
+from edge_ai.errors import BadRequest, EdgeError, NotFound
 from edge_ai.request import CacheControl, Final, Reply, Request
+from edge_ai.server.auth import OPEN, Principal
+from edge_ai.server.http import ClientGone, JSONResponse, read_json, read_json_raw, until_disconnect
+from edge_ai.server.openapi import body_of
 
 if TYPE_CHECKING:
-    from edge_ai.app import Runtime
+    from edge_ai.runtime import Runtime
 
 
 log = logging.getLogger("edge_ai.routes")
@@ -75,19 +81,53 @@ async def _respond(
     return JSONResponse(render(final), headers=reply.response_headers())
 
 
+def principal(http: HttpRequest) -> Principal:
+    """Who is asking, as the gatekeeper middleware identified them."""
+    state = http.scope.get("state")
+    return state.get("principal", OPEN) if state else OPEN
+
+
+def note(http: HttpRequest, **facts: Any) -> None:
+    """Facts about the answer for the middleware's metrics and log (model, tokens)."""
+    state = http.scope.get("state")
+    if state is not None:
+        state.update(facts)
+
+
 def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
     """edge-ai's own headers, in one pass over the raw ones (ASGI servers give the names in lower case):
     three lookups through Starlette's Headers, two of them raising KeyError inside, cost ~8 µs of an exact
-    hit's ~120 µs in-process; this ~4.5 µs."""
+    hit's ~120 µs in-process; this ~4.5 µs. The tenant is the key's; `x-edge-tenant` only narrows it."""
     own = {k: v.decode("latin-1") for k, v in http.scope["headers"] if k.startswith(b"x-edge-")}
     cache = CacheControl.from_headers(own.get(b"x-edge-cache"), own.get(b"x-edge-threshold"))
-    return cache, own.get(b"x-edge-tenant", "")
+    return cache, principal(http).scoped(own.get(b"x-edge-tenant", ""))
 
 
-def routes(runtime: "Runtime") -> list[Route]:
-    """The API's routes (dispatched by edge_ai.router): no dependency injection or per-route validation
-    layer on the request path (the bodies are validated by the dialect schemas, once)."""
+async def _counted(http: HttpRequest, events: AsyncIterator[str | Final], keep_text: bool) -> AsyncIterator[str | Final]:
+    """The answer's events as they are, noting the token counts of the final one (and its text, for a
+    request log that keeps prompts and answers)."""
+    async for event in events:
+        if isinstance(event, Final):
+            note(http, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
+            if keep_text:
+                note(http, answer=event.text)
+        yield event
+
+
+def router(runtime: "Runtime") -> APIRouter:
+    """The dialects' routes. Each reads its body once, through the dialect schema."""
     max_body = runtime.settings.max_body_bytes
+    log_prompts = runtime.settings.log_prompts
+
+    def model_label(name: str) -> str:
+        """The local model a client's name maps to: a bounded label (client names are not)."""
+        models = runtime.models
+        if models is None:
+            return "none"
+        try:
+            return models.get(name).name
+        except NotFound:
+            return "other"
 
     async def answer(req: Request) -> Reply:
         return await runtime.require().answer(req)
@@ -101,6 +141,7 @@ def routes(runtime: "Runtime") -> list[Route]:
         healthy cloud costs no parsing on the response path, and a body only the cloud understands
         still reaches it."""
         policy = runtime.require()
+        note(http, model=model_label(str(data.get("model", ""))))
         gateway = runtime.gateway
         if gateway is not None and gateway.serves(dialect):
             result = await gateway.forward(dialect, raw, data, lambda: build()[1], dict(http.headers))
@@ -109,9 +150,13 @@ def routes(runtime: "Runtime") -> list[Route]:
             body, req = build()  # a request the local path cannot take gets its 4xx here
             reply = await policy.answer(req)
             reply.headers["x-edge-fallback"] = result.reason
-            return body, reply
-        body, req = build()
-        return body, await policy.answer(req)
+        else:
+            body, req = build()
+            reply = await policy.answer(req)
+        if log_prompts:
+            note(http, prompt=req.query)
+        reply.events = _counted(http, reply.events, log_prompts)
+        return body, reply
 
     # ---- OpenAI ----------------------------------------------------------------------------
 
@@ -144,6 +189,7 @@ def routes(runtime: "Runtime") -> list[Route]:
     async def completions(http: HttpRequest) -> Response:
         async def work() -> Response:
             body = parse(oa.CompletionRequest, await read_json(http, max_body))
+            note(http, model=model_label(body.model))
             cache, tenant = _client_opts(http)
             replies: list[Reply] = []
             try:
@@ -153,6 +199,8 @@ def routes(runtime: "Runtime") -> list[Route]:
                 for done in replies:  # one prompt refused: free the others' slots too
                     done.cancel()
                 raise
+            for r in replies:
+                r.events = _counted(http, r.events, log_prompts)
             usage = bool(body.stream_options and body.stream_options.include_usage)
             if body.stream:
                 stream = oa.completion_stream(body.model, replies[0].events, usage)
@@ -207,14 +255,20 @@ def routes(runtime: "Runtime") -> list[Route]:
 
         return await _guarded(an, work)
 
-    return [
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/messages", messages, methods=["POST"]),
-        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
-    ]
+    api = APIRouter()
+    openai_tag, anthropic_tag = ["OpenAI"], ["Anthropic"]
+    api.add_api_route("/v1/models", list_models, methods=["GET"], tags=openai_tag, summary="List models")
+    api.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], tags=openai_tag,
+                      summary="Chat completion", openapi_extra=body_of(oa.ChatCompletionRequest))
+    api.add_api_route("/v1/completions", completions, methods=["POST"], tags=openai_tag,
+                      summary="Text completion", openapi_extra=body_of(oa.CompletionRequest))
+    api.add_api_route("/v1/embeddings", embeddings, methods=["POST"], tags=openai_tag,
+                      summary="Embeddings", openapi_extra=body_of(oa.EmbeddingRequest))
+    api.add_api_route("/v1/messages", messages, methods=["POST"], tags=anthropic_tag,
+                      summary="Create a message", openapi_extra=body_of(an.MessagesRequest))
+    api.add_api_route("/v1/messages/count_tokens", count_tokens, methods=["POST"], tags=anthropic_tag,
+                      summary="Count tokens", openapi_extra=body_of(an.CountTokensRequest))
+    return api
 
 
 def _vector(v: np.ndarray, fmt: str) -> Any:

@@ -1,30 +1,21 @@
-"""The ASGI app: loads the engines in the background, serves health, readiness and the dialects."""
+"""The engines a server or a command needs, built once: embedder, cache, local models, answer policy,
+gateway. Loading runs in a thread so the server answers /healthz at once."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import threading
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
-
-from starlette.requests import Request as HttpRequest
-from starlette.responses import Response
-from starlette.routing import Route
+import time
 
 from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
-from edge_ai.dialects import anthropic as an
-from edge_ai.dialects import openai as oa
 from edge_ai.engines.embedder import Embedder
 from edge_ai.errors import EdgeError
 from edge_ai.gateway import Gateway
-from edge_ai.http import JSONResponse
 from edge_ai.local_models import LocalModels
 from edge_ai.model_files import open_embedder, open_judge
 from edge_ai.policy import AnswerPolicy
-from edge_ai.router import Router
 
 log = logging.getLogger("edge_ai")
 
@@ -35,7 +26,7 @@ class NotReady(EdgeError):
 
 
 class Runtime:
-    """Everything the routes need, built once. Loading runs in a thread so /healthz answers at once."""
+    """Everything the routes need, built once."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -46,6 +37,7 @@ class Runtime:
         self.gateway: Gateway | None = None
         self.error: str | None = None
         self.loaded = threading.Event()
+        self.started = time.monotonic()
 
     def load(self) -> None:
         s = self.settings
@@ -98,38 +90,3 @@ class Runtime:
             self.embedder.close()
         if self.cache is not None:
             self.cache.close()
-
-
-def create_app(settings: Settings) -> Router:
-    """Plain ASGI routing (edge_ai/router.py): FastAPI's dependency injection and middleware stack cost
-    about a millisecond a request, Starlette's application ~30 µs; every body is validated by the
-    dialect schemas anyway."""
-    from edge_ai import routes
-
-    runtime = Runtime(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: Router) -> AsyncIterator[None]:
-        loader = asyncio.get_running_loop().run_in_executor(None, runtime.load)
-        yield
-        await loader
-        if runtime.gateway is not None:
-            await runtime.gateway.close()
-        runtime.close()
-
-    async def healthz(http: HttpRequest) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(http: HttpRequest) -> Response:
-        return JSONResponse(runtime.status(), status_code=200 if runtime.ready else 503)
-
-    def http_error(http: HttpRequest, status: int, detail: str) -> Response:
-        """Unknown paths, wrong methods and bugs still answer in the API's error envelope."""
-        message = f"{http.method} {http.url.path}: {detail}"
-        anthropic = http.url.path.startswith("/v1/messages")
-        body = an.error_body(status, message) if anthropic else oa.error_body(status, message)
-        return JSONResponse(body, status_code=status)
-
-    app = Router([Route("/healthz", healthz), Route("/readyz", readyz), *routes.routes(runtime)], http_error, lifespan)
-    app.state.runtime = runtime
-    return app

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the dialects: bounded body reading, validation errors, disconnect watching."""
+"""HTTP plumbing shared by the routes: bounded body reading, disconnect watching."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import asyncio
 from typing import Any, Awaitable, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse as _StarletteJSON
 
 from edge_ai.errors import BadRequest, PayloadTooLarge
 
-M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
@@ -47,23 +45,6 @@ async def read_json_raw(request: HttpRequest, max_bytes: int) -> tuple[bytes, di
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return body, data
-
-
-def parse(model: type[M], data: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
-        raise BadRequest(f"invalid '{loc}': {err['msg']}", param=loc or None) from None
-
-
-def _is_type_tag(part: object) -> bool:
-    """pydantic puts union member names (`str`, `list[ContentPart]`, …) into error locations."""
-    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith("function-"))
-
-
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
 
 
 class ClientGone(Exception):
