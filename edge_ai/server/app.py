@@ -65,10 +65,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus(http: HttpRequest) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.include_router(routes.router(runtime))  # first: the hot routes are matched before the others
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["Operations"], summary="Process is up")
     app.add_api_route("/readyz", readyz, methods=["GET"], tags=["Operations"], summary="Models loaded (503 until then)")
     app.add_api_route("/metrics", prometheus, methods=["GET"], tags=["Operations"], summary="Prometheus metrics")
-    app.include_router(routes.router(runtime))
     app.include_router(admin.router(runtime, keys))
     app.include_router(dashboard.router(runtime, metrics))
     openapi.install(app)

@@ -64,6 +64,7 @@ class Metrics:
                                ["api", "reason"], registry=r)
         r.register(_EngineCollector(runtime, self._tenant))
         self.timeline = Timeline()
+        self._series: dict[tuple, tuple] = {}
         self.answers: dict[str, int] = {"cloud": 0, "cache": 0, "local": 0}  # since start, for the dashboard
 
     def _tenant(self, tenant: str) -> str:
@@ -73,16 +74,32 @@ class Metrics:
             return base
         return "none" if not base else "other"
 
+    def _children(self, o: Outcome) -> tuple:
+        """The labelled series of one kind of request, looked up once: `labels()` takes a lock and
+        checks every value on each call."""
+        key = (o.api, o.source, o.status // 100, o.model, o.tenant)
+        kids = self._series.get(key)
+        if kids is None:
+            source, model = o.source or "none", o.model or "none"
+            kids = self._series[key] = (
+                self.requests.labels(o.api, source, f"{o.status // 100}xx", model, self._tenant(o.tenant)),
+                self.duration.labels(o.api, source), self.ttft.labels(o.api, source),
+                self.prompt_tokens.labels(source, model), self.generated_tokens.labels(source, model),
+            )
+            if len(self._series) > 4096:  # passthrough tenants are unbounded in number; their labels are not
+                self._series.clear()
+        return kids
+
     def observe(self, o: Outcome) -> None:
-        source = o.source or "none"
-        self.requests.labels(o.api, source, f"{o.status // 100}xx", o.model or "none", self._tenant(o.tenant)).inc()
-        self.duration.labels(o.api, source).observe(o.seconds)
+        requests, duration, ttft, prompt_tokens, generated_tokens = self._children(o)
+        requests.inc()
+        duration.observe(o.seconds)
         if o.stream and o.first_byte_s is not None:
-            self.ttft.labels(o.api, source).observe(o.first_byte_s)
+            ttft.observe(o.first_byte_s)
         if o.prompt_tokens:
-            self.prompt_tokens.labels(source, o.model or "none").inc(o.prompt_tokens)
+            prompt_tokens.inc(o.prompt_tokens)
         if o.completion_tokens:
-            self.generated_tokens.labels(source, o.model or "none").inc(o.completion_tokens)
+            generated_tokens.inc(o.completion_tokens)
         if o.similarity is not None:
             self.similarity.observe(o.similarity)
         if o.truncated:

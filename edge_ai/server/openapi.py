@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 _MODELS: dict[str, type[BaseModel]] = {}
+_PATHS: dict[str, dict[str, Any]] = {}  # routes FastAPI does not describe itself (plain Starlette routes)
 
 
 def _name(model: type[BaseModel]) -> str:
@@ -31,12 +32,25 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def document(path: str, method: str, tag: str, summary: str, model: type[BaseModel] | None) -> None:
+    """Describe a plain route in /openapi.json as FastAPI would an APIRoute."""
+    op: dict[str, Any] = {"tags": [tag], "summary": summary, "operationId": summary.lower().replace(" ", "_"),
+                          "responses": {"200": {"description": "The answer (JSON, or an SSE stream when `stream` is set)"},
+                                        "400": {"description": "Invalid request, in the dialect's error envelope"},
+                                        "401": {"description": "No valid API key (keys configured)"},
+                                        "429": {"description": "Over capacity or this key's limit; see Retry-After"}}}
+    if model is not None:
+        op.update(body_of(model))
+    _PATHS.setdefault(path, {})[method.lower()] = op
+
+
 def install(app: FastAPI) -> None:
     """Publish the bodies' schemas as components, and serve /docs offline."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc["paths"] = {**_PATHS, **doc.get("paths", {})}
             components = doc.setdefault("components", {}).setdefault("schemas", {})
             for name, model in _MODELS.items():
                 prefix = name[: name.index("_") + 1]

@@ -24,7 +24,7 @@ from edge_ai.errors import BadRequest, EdgeError, NotFound
 from edge_ai.request import CacheControl, Final, Reply, Request
 from edge_ai.server.auth import OPEN, Principal
 from edge_ai.server.http import ClientGone, JSONResponse, read_json, read_json_raw, until_disconnect
-from edge_ai.server.openapi import body_of
+from edge_ai.server.openapi import document
 
 if TYPE_CHECKING:
     from edge_ai.runtime import Runtime
@@ -106,12 +106,18 @@ def _client_opts(http: HttpRequest) -> tuple[CacheControl, str]:
 async def _counted(http: HttpRequest, events: AsyncIterator[str | Final], keep_text: bool) -> AsyncIterator[str | Final]:
     """The answer's events as they are, noting the token counts of the final one (and its text, for a
     request log that keeps prompts and answers)."""
-    async for event in events:
-        if isinstance(event, Final):
-            note(http, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
-            if keep_text:
-                note(http, answer=event.text)
-        yield event
+    try:
+        async for event in events:
+            if isinstance(event, Final):
+                note(http, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
+                if keep_text:
+                    note(http, answer=event.text)
+            yield event
+    finally:
+        # closed now, not by the GC's finalizer hook (which wakes the loop through its self-pipe)
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def router(runtime: "Runtime") -> APIRouter:
@@ -255,19 +261,20 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(an, work)
 
+    # Plain Starlette routes inside the FastAPI app: FastAPI's per-route request handler (dependency
+    # solving, its exit stack) is a third of an exact hit's cost (BENCHMARKS.md); the schema is
+    # published all the same (openapi.document).
     api = APIRouter()
-    openai_tag, anthropic_tag = ["OpenAI"], ["Anthropic"]
-    api.add_api_route("/v1/models", list_models, methods=["GET"], tags=openai_tag, summary="List models")
-    api.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], tags=openai_tag,
-                      summary="Chat completion", openapi_extra=body_of(oa.ChatCompletionRequest))
-    api.add_api_route("/v1/completions", completions, methods=["POST"], tags=openai_tag,
-                      summary="Text completion", openapi_extra=body_of(oa.CompletionRequest))
-    api.add_api_route("/v1/embeddings", embeddings, methods=["POST"], tags=openai_tag,
-                      summary="Embeddings", openapi_extra=body_of(oa.EmbeddingRequest))
-    api.add_api_route("/v1/messages", messages, methods=["POST"], tags=anthropic_tag,
-                      summary="Create a message", openapi_extra=body_of(an.MessagesRequest))
-    api.add_api_route("/v1/messages/count_tokens", count_tokens, methods=["POST"], tags=anthropic_tag,
-                      summary="Count tokens", openapi_extra=body_of(an.CountTokensRequest))
+    for path, endpoint, method, tag, summary, model in (
+        ("/v1/chat/completions", chat_completions, "POST", "OpenAI", "Chat completion", oa.ChatCompletionRequest),
+        ("/v1/messages", messages, "POST", "Anthropic", "Create a message", an.MessagesRequest),
+        ("/v1/completions", completions, "POST", "OpenAI", "Text completion", oa.CompletionRequest),
+        ("/v1/embeddings", embeddings, "POST", "OpenAI", "Embeddings", oa.EmbeddingRequest),
+        ("/v1/messages/count_tokens", count_tokens, "POST", "Anthropic", "Count tokens", an.CountTokensRequest),
+        ("/v1/models", list_models, "GET", "OpenAI", "List models", None),
+    ):
+        api.add_route(path, endpoint, methods=[method], include_in_schema=False)
+        document(path, method, tag, summary, model)
     return api
 
 
