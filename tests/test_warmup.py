@@ -156,3 +156,25 @@ def test_near_duplicates_are_found_among_more_prompts_than_the_embedders_queue_h
         embedder.max_queue = 1024
         cache.close()
     assert [i.req.query for i in kept] == prompts[:20] and report.duplicates == 2  # numbers tell items apart
+
+
+def test_a_broken_json_line_is_a_failure_with_its_line_number_never_a_prompt(tmp_path):
+    from edge_ai.warmup import WarmReport, read_inputs
+
+    f = tmp_path / "log.jsonl"
+    f.write_text('{not json\n"What is a comet?"\n[1, 2\nplain text prompt\n')
+    report = WarmReport()
+    items = read_inputs([f], "gpt-4o", report)
+    assert [i.req.query for i in items] == ["What is a comet?", "plain text prompt"]
+    assert [x["line"] for x in report.failures] == ["log.jsonl:1", "log.jsonl:3"]
+    assert all("not valid JSON" in x["reason"] for x in report.failures)
+
+
+def test_warm_up_items_take_the_named_tenant(tmp_path):
+    from edge_ai.warmup import WarmReport, read_inputs
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('"What is a comet?"\n')
+    plain, scoped = (read_inputs([f], "m", WarmReport(), tenant=t)[0].req for t in ("", "alpha"))
+    assert scoped.tenant == "alpha" and plain.tenant == ""
+    assert scoped.scope_key() != plain.scope_key()
