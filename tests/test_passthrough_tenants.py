@@ -79,6 +79,11 @@ def test_each_passed_through_key_is_its_own_tenant(cloud, per_key):
         assert ask(per_key, KEY_A, question) == ("cache", f"Cloud answer: {question}")  # A's own, during the outage
     finally:
         cloud.set("healthy")
+    metrics = httpx.get(per_key.url + "/metrics").text  # open mode: no key needed
+    assert 'edge_ai_failovers_total{reason="http_5xx"}' in metrics
+    assert 'edge_ai_upstream_breaker_state{upstream="claude"} 0.0' in metrics  # 100 failures open it
+    assert 'edge_ai_upstream_requests_total{outcome="http_5xx",upstream="claude"}' in metrics
+    assert 'tenant="other"' in metrics and "key-" not in metrics  # per-key tenants are not label values
     stored = b"".join(p.read_bytes() for p in per_key.cache_dir.rglob("*") if p.is_file())
     assert KEY_A.encode() not in stored and KEY_B.encode() not in stored  # tenants come from a hash
     assert KEY_A not in per_key.log.read_text()

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ROOT, Server
 
 ALPHA, BETA, OPS, SCRAPER, LIMITED = "sk-alpha-0001", "sk-beta-0002", "sk-ops-0003", "sk-metrics-0004", "sk-limited-0005"
+SINGLE = "sk-single-0006"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,11 @@ metrics = true
 key = "{LIMITED}"
 tenant = "limited"
 requests_per_minute = 2
+
+[[api_keys]]
+key = "{SINGLE}"
+tenant = "single"
+max_concurrent = 1
 """)
     cfg.chmod(0o600)
     srv = Server(d / "cache", "--config", str(cfg)).start()
@@ -230,6 +236,20 @@ def test_requests_per_minute_is_429_with_retry_after_in_both_dialects(service):
     assert httpx.get(service.url + "/v1/models", headers={"x-api-key": ALPHA}).status_code == 200  # others unaffected
 
 
+def test_max_concurrent_holds_until_a_stream_ends(service):
+    client = oa(service, SINGLE)
+    msgs = [{"role": "user", "content": f"Count from 1 to 500, separated by commas. ({uuid.uuid4().hex[:6]})"}]
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=msgs, max_tokens=400, stream=True) as resp:
+        lines = resp.iter_lines()
+        next(lines)  # the stream is open and generating
+        r = httpx.get(service.url + "/v1/models", headers={"x-api-key": SINGLE})
+        assert r.status_code == 429 and r.headers["retry-after"]
+        assert "in flight" in r.json()["error"]["message"]
+        rest = [line for line in lines if line]
+        assert rest[-1] == "data: [DONE]" and len(rest) > 10  # it was still generating when refused
+    assert httpx.get(service.url + "/v1/models", headers={"x-api-key": SINGLE}).status_code == 200
+
+
 # ---- admin --------------------------------------------------------------------------------------
 
 
@@ -278,11 +298,11 @@ def test_metrics_need_a_metrics_or_admin_key_and_use_prometheus_names(service):
         assert name in text, name
     assert 'edge_ai_requests_total{api="openai",model="SmolLM2-135M-Instruct.Q4_1",source="local",status="2xx",tenant="alpha"}' in text, [x for x in text.splitlines() if x.startswith("edge_ai_requests_total")]
     assert 'edge_ai_refused_requests_total{api="openai",reason="unauthorized"}' in text
-    for key in (ALPHA, BETA, OPS, SCRAPER, LIMITED):
+    for key in (ALPHA, BETA, OPS, SCRAPER, LIMITED, SINGLE):
         assert key not in text
     # label values are bounded: only configured tenants and fixed words appear
     tenants = {part.split('"')[1] for part in text.split('tenant=')[1:]}
-    assert tenants <= {"alpha", "beta", "ops", "limited", "none", "other"}
+    assert tenants <= {"alpha", "beta", "ops", "limited", "single", "none", "other"}
 
 
 def test_json_request_log_has_the_fields_and_no_prompts_or_keys(service):
