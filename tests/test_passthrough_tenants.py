@@ -27,7 +27,8 @@ def gateway(cloud, d, tenancy: str) -> Server:
     cfg = d / "edge.toml"
     cfg.write_text(f"""
 passthrough_tenancy = "{tenancy}"
-breaker_failures = 100
+breaker_failures = 3
+breaker_cooldown = 60
 
 [[upstreams]]
 name = "claude"
@@ -81,7 +82,7 @@ def test_each_passed_through_key_is_its_own_tenant(cloud, per_key):
         cloud.set("healthy")
     metrics = httpx.get(per_key.url + "/metrics").text  # open mode: no key needed
     assert 'edge_ai_failovers_total{reason="http_5xx"}' in metrics
-    assert 'edge_ai_upstream_breaker_state{upstream="claude"} 0.0' in metrics  # 100 failures open it
+    assert 'edge_ai_upstream_breaker_state{upstream="claude"} 0.0' in metrics  # 2 failures of 3: closed
     assert 'edge_ai_upstream_requests_total{outcome="http_5xx",upstream="claude"}' in metrics
     assert 'tenant="other"' in metrics and "key-" not in metrics  # per-key tenants are not label values
     stored = b"".join(p.read_bytes() for p in per_key.cache_dir.rglob("*") if p.is_file())
@@ -100,3 +101,22 @@ def test_shared_tenancy_serves_one_cache_across_the_sites_keys(cloud, shared):
     finally:
         cloud.set("healthy")
     assert httpx.get(shared.url + "/readyz").status_code == 200
+
+
+def test_admin_resets_an_open_breaker(cloud, per_key):
+    cloud.set("status", code=500)
+    try:
+        for _ in range(4):  # breaker_failures = 3 in this gateway
+            ask(per_key, KEY_A, f"Ping {uuid.uuid4().hex[:6]}")
+            state = httpx.get(per_key.url + "/admin/upstreams").json()["upstreams"][0]["state"]
+            if state == "open":
+                break
+        assert state == "open"
+    finally:
+        cloud.set("healthy")
+    ups = httpx.get(per_key.url + "/admin/upstreams").json()
+    assert ups["last_failover"]["reason"].startswith("claude: ")
+    r = httpx.post(per_key.url + "/admin/upstreams/claude/reset")
+    assert r.status_code == 200 and r.json()["state"] == "closed"
+    assert ask(per_key, KEY_A, f"Hello {uuid.uuid4().hex[:6]}")[0] == "cloud"  # no cooldown to wait out
+    assert httpx.post(per_key.url + "/admin/upstreams/nope/reset").status_code == 404
