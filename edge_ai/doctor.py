@@ -62,7 +62,7 @@ def _cache_dir(s: Settings) -> Check:
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as exc:
-        return Check("cache_dir", False, f"{d}: not writable ({exc})", f"chown the directory to the service user, or set cache_dir")
+        return Check("cache_dir", False, f"{d}: not writable ({exc})", "chown the directory to the service user, or set cache_dir")
     size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
     free = shutil.disk_usage(d).free
     ok = free > 512 * 2**20
