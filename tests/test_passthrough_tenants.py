@@ -47,8 +47,8 @@ def per_key(cloud, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shared(cloud, tmp_path_factory):
-    srv = gateway(cloud, tmp_path_factory.mktemp("shared"), "shared")
+def one_cache(cloud, tmp_path_factory):
+    srv = gateway(cloud, tmp_path_factory.mktemp("onecache"), "shared")
     yield srv
     srv.stop()
 
@@ -90,17 +90,17 @@ def test_each_passed_through_key_is_its_own_tenant(cloud, per_key):
     assert KEY_A not in per_key.log.read_text()
 
 
-def test_shared_tenancy_serves_one_cache_across_the_sites_keys(cloud, shared):
+def test_shared_tenancy_serves_one_cache_across_the_sites_keys(cloud, one_cache):
     cloud.set("healthy")
     question = f"Where is the office? ({uuid.uuid4().hex[:6]})"
-    assert ask(shared, KEY_A, question)[0] == "cloud"
-    wait_entries(shared, 1)
+    assert ask(one_cache, KEY_A, question)[0] == "cloud"
+    wait_entries(one_cache, 1)
     cloud.set("status", code=500)
     try:
-        assert ask(shared, KEY_B, question) == ("cache", f"Cloud answer: {question}")
+        assert ask(one_cache, KEY_B, question) == ("cache", f"Cloud answer: {question}")
     finally:
         cloud.set("healthy")
-    assert httpx.get(shared.url + "/readyz").status_code == 200
+    assert httpx.get(one_cache.url + "/readyz").status_code == 200
 
 
 def test_admin_resets_an_open_breaker(cloud, per_key):
