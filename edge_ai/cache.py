@@ -12,7 +12,9 @@ import numpy as np
 
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
-from edge_ai.engines.store import Entry, Store
+from typing import Iterator
+
+from edge_ai.engines.store import DiskStore, Entry, Store
 from edge_ai.hit import HitJudge, differing
 from edge_ai.recent import Recent
 from edge_ai.request import Final, Request
@@ -57,6 +59,8 @@ def serves(entry: Entry, req: Request) -> bool:
 
 
 class SemanticCache:
+    """Also the Follower of a store that publishes its changes (Redis): its index follows every replica's."""
+
     def __init__(self, store: Store, embedder: Embedder, judge: HitJudge, threshold: float | None = None) -> None:
         self.store = store
         self.embedder = embedder
@@ -64,6 +68,7 @@ class SemanticCache:
         self.threshold = judge.model.threshold if threshold is None else threshold
         self.index = VectorIndex(embedder.dim)
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
+        self.write_failures = 0
         self._tenant_of: dict[str, str] = {}  # scope key -> tenant, for entries by tenant
         self._generation = -1
         self._checked = 0.0
@@ -72,17 +77,25 @@ class SemanticCache:
         self._decided = Recent(RECENT)  # (exact key, max_tokens, least score) -> _Decided
 
     @classmethod
-    def open(cls, directory: str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
+    def open(cls, store: Store | str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
              ttl: float | None = None) -> "SemanticCache":
-        cache = cls(Store(directory, ttl), embedder, judge, threshold)
+        """A cache over `store` (a directory: the embedded DiskStore), its index loaded."""
+        cache = cls(store if isinstance(store, Store) else DiskStore(store, ttl), embedder, judge, threshold)
         cache.load()
         return cache
 
     def load(self) -> int:
         """Index the stored vectors not indexed yet (no re-embedding); at start-up that is all of them,
-        less what saved lists of an unchanged store already hold."""
+        less what saved lists of an unchanged store already hold. A store that publishes its changes is
+        followed instead, from its own thread."""
+        if self.store.follows:
+            if not self.store.follow(self):
+                log.warning("cache: %s not reached yet; answering without it until it is", self.store.where)
+            log.info("cache: %d entries indexed from %s", len(self.index), self.store.where)
+            return len(self.index)
         self._generation = self.store.generation()
-        n = self.index.load_lists(self._lists_dir, self._generation) if not len(self.index) else 0
+        lists = self._lists_dir
+        n = self.index.load_lists(lists, self._generation) if lists and not len(self.index) else 0
         for id_ in self.store.ids():
             if id_ in self.index:
                 continue
@@ -91,14 +104,34 @@ class SemanticCache:
                 self.index.add(entry.scope_key, entry.id, entry.vec())
                 self._tenant_of[entry.scope_key] = str(entry.scope.get("tenant", ""))
                 n += 1
-        log.info("cache: %d entries indexed from %s", n, self.store.directory)
+        log.info("cache: %d entries indexed from %s", n, self.store.where)
         return n
+
+    # Follower: called from the store's thread. VectorIndex takes its own lock; a rebuilt index replaces
+    # the old one whole, so a lookup sees one or the other.
+
+    def added(self, entry: Entry) -> None:
+        if entry.vec().shape == (self.index.dim,):
+            self.index.add(entry.scope_key, entry.id, entry.vec())
+            self._tenant_of[entry.scope_key] = str(entry.scope.get("tenant", ""))
+
+    def removed(self, id_: str) -> None:
+        self.index.remove(id_)
+
+    def reset(self, entries: Iterator[Entry]) -> None:
+        index, tenants = VectorIndex(self.index.dim, self.index.ann_min), {}
+        for entry in entries:
+            if entry.vec().shape == (index.dim,):
+                index.add(entry.scope_key, entry.id, entry.vec())
+                tenants[entry.scope_key] = str(entry.scope.get("tenant", ""))
+        # remembered decisions were made against the old index; its change counts mean nothing to the new one
+        self.index, self._tenant_of, self._decided = index, tenants, Recent(RECENT)
 
     def _maybe_sync(self) -> None:
         """Another process (`edge-ai warm`, `cache import`) may have written entries: at most once a
         second, compare the store's generation and index what is new, off the request path."""
         now = time.monotonic()
-        if now - self._checked < 1.0 or self._syncing is not None:
+        if self.store.follows or now - self._checked < 1.0 or self._syncing is not None:
             return
         self._checked = now
         if self.store.generation() != self._generation:
@@ -179,7 +212,11 @@ class SemanticCache:
             source=source,
             vector=np.asarray(vector, np.float32).tobytes(),
         )
-        await asyncio.to_thread(self.store.put, entry)
+        try:
+            await asyncio.to_thread(self.store.put, entry)
+        except Exception:
+            self.write_failures += 1  # the caller logs it; the answer is still served
+            raise
         self.index.add(entry.scope_key, entry.id, vector)
         self._tenant_of[entry.scope_key] = req.tenant
         self._generation += 1  # our own write: nothing to re-index
@@ -227,13 +264,14 @@ class SemanticCache:
         return out
 
     def stats(self) -> dict[str, object]:
-        return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits}
+        return {"entries": len(self.store), "indexed": len(self.index), "threshold": self.threshold, **self.hits,
+                "write_failures": self.write_failures, "store": self.store.stats()}
 
     @property
-    def _lists_dir(self) -> Path:
-        return self.store.directory / "lists"
+    def _lists_dir(self) -> Path | None:
+        return self.store.directory / "lists" if self.store.directory else None
 
     def close(self) -> None:
-        if self._generation == self.store.generation():
+        if self._lists_dir and self._generation == self.store.generation():
             self.index.save_lists(self._lists_dir, self._generation)
         self.store.close()

@@ -28,6 +28,16 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+def _backend_option():
+    return typer.Option(None, "--cache-backend", help="disk (cache_dir, one box) or redis (redis_url, shared by replicas).",
+                        envvar=_env("cache_backend"), show_default="disk")
+
+
+def _redis_option():
+    return typer.Option(None, "--redis-url", help="Redis of the shared cache (with --cache-backend redis).",
+                        envvar=_env("redis_url"), show_default="redis://127.0.0.1:6379/0")
+
+
 @app.command()
 def serve(
     host: Optional[str] = typer.Option(None, help="Interface to listen on.", envvar=_env("host"), show_default="127.0.0.1"),
@@ -49,6 +59,8 @@ def serve(
         None, help="onnx (exported once to ONNX Runtime: same vectors, faster) or torch.", envvar=_env("embedder_backend"), show_default="onnx"
     ),
     cache_dir: Optional[str] = typer.Option(None, help="On-disk cache directory.", envvar=_env("cache_dir"), show_default="cache"),
+    cache_backend: Optional[str] = _backend_option(),
+    redis_url: Optional[str] = _redis_option(),
     cache_threshold: Optional[float] = typer.Option(
         None, help="Least semantic-hit score: cosine similarity less the hit model's penalties.",
         envvar=_env("cache_threshold"), show_default="the hit model's",
@@ -101,6 +113,8 @@ def serve(
         embedder=embedder,
         embedder_backend=embedder_backend,
         cache_dir=cache_dir,
+        cache_backend=cache_backend,
+        redis_url=redis_url,
         cache_threshold=cache_threshold,
         cache_ttl=cache_ttl,
         n_slots=n_slots,
@@ -141,10 +155,10 @@ def drill(
     raise typer.Exit(1 if report.failures else 0)
 
 
-def _runtime(config: Optional[Path], cache_dir: Optional[str]):
+def _runtime(config: Optional[Path], **where: Optional[str]):
     from edge_ai.runtime import Runtime
 
-    runtime = Runtime(Settings.load(config, cache_dir=cache_dir))
+    runtime = Runtime(Settings.load(config, **where))
     runtime.load()
     if runtime.error:
         typer.echo(f"error: {runtime.error}", err=True)
@@ -158,6 +172,8 @@ def warm(
     model: str = typer.Option("default", help="Model name for plain prompts: the name your clients send (it is part of the cache scope)."),
     config: Optional[Path] = typer.Option(None, help="TOML settings (cache_dir, model, upstreams…) as for serve.", envvar="EDGE_AI_CONFIG"),
     cache_dir: Optional[str] = typer.Option(None, help="Cache directory to fill (a running server on it picks the entries up).", envvar=_env("cache_dir")),
+    cache_backend: Optional[str] = _backend_option(),
+    redis_url: Optional[str] = _redis_option(),
     concurrency: int = typer.Option(16, help="Prompts in flight at once (cloud calls, or slots of the local batched core)."),
     max_tokens: Optional[int] = typer.Option(None, help="Answer length for plain prompts (request bodies carry their own) [default: default_max_tokens]; part of what a later request must allow."),
     report: Optional[Path] = typer.Option(None, help="Write the summary as JSON to this file."),
@@ -178,7 +194,7 @@ def warm(
     from edge_ai.warmup import Warmer, WarmReport, read_inputs
 
     logging.basicConfig(level="WARNING")
-    runtime = _runtime(config, cache_dir)
+    runtime = _runtime(config, cache_dir=cache_dir, cache_backend=cache_backend, redis_url=redis_url)
     summary = WarmReport()
     items = read_inputs(list(inputs), model, summary, max_tokens, tenant)
     assert runtime.cache is not None and runtime.policy is not None
@@ -199,29 +215,31 @@ cache_app = typer.Typer(help="Inspect and move the cache: stats, export, import,
 app.add_typer(cache_app, name="cache")
 
 
-def _store(config: Optional[Path], cache_dir: Optional[str]):
-    from edge_ai.engines.store import Store
+def _store(config: Optional[Path], cache_dir: Optional[str], cache_backend: Optional[str], redis_url: Optional[str]):
+    from edge_ai.engines.store import open_store
 
-    s = Settings.load(config, cache_dir=cache_dir)
-    return Store(s.cache_dir, s.cache_ttl)
+    return open_store(Settings.load(config, cache_dir=cache_dir, cache_backend=cache_backend, redis_url=redis_url))
 
 
 CacheDir = typer.Option(None, "--cache-dir", help="Cache directory.", envvar=_env("cache_dir"))
+Backend = _backend_option()
+RedisUrl = _redis_option()
 Config = typer.Option(None, "--config", help="TOML settings.", envvar="EDGE_AI_CONFIG")
 
 
 @cache_app.command("stats")
-def cache_stats(config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+def cache_stats(config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir, cache_backend: Optional[str] = Backend,
+                redis_url: Optional[str] = RedisUrl) -> None:
     """Entries, scopes and sources of the cache."""
     from collections import Counter
 
-    store = _store(config, cache_dir)
+    store = _store(config, cache_dir, cache_backend, redis_url)
     sources, scopes, models = Counter(), set(), Counter()
     for e in store:
         sources[e.source] += 1
         scopes.add(e.scope_key)
         models[e.scope.get("model", "?")] += 1
-    typer.echo(f"directory: {store.directory}")
+    typer.echo(f"store:     {store.where}")
     typer.echo(f"entries:   {sum(sources.values())}")
     typer.echo(f"scopes:    {len(scopes)}")
     typer.echo("sources:   " + ", ".join(f"{k}={v}" for k, v in sorted(sources.items())))
@@ -229,7 +247,8 @@ def cache_stats(config: Optional[Path] = Config, cache_dir: Optional[str] = Cach
 
 
 @cache_app.command("export")
-def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir) -> None:
+def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optional[str] = CacheDir,
+                 cache_backend: Optional[str] = Backend, redis_url: Optional[str] = RedisUrl) -> None:
     """Write every entry as one JSON line (embedding included).
 
     The vector travels as base64 float32, so an import into a cache with the same embedder needs no
@@ -239,7 +258,7 @@ def cache_export(file: Path, config: Optional[Path] = Config, cache_dir: Optiona
 
     n = 0
     with open(file, "w", encoding="utf-8") as out:
-        for e in _store(config, cache_dir):
+        for e in _store(config, cache_dir, cache_backend, redis_url):
             d = e.to_dict()
             d["vector"] = base64.b64encode(e.vector).decode()
             out.write(json.dumps(d, ensure_ascii=False) + "\n")
@@ -252,6 +271,8 @@ def cache_import(
     file: Path = typer.Argument(..., exists=True),
     config: Optional[Path] = Config,
     cache_dir: Optional[str] = CacheDir,
+    cache_backend: Optional[str] = Backend,
+    redis_url: Optional[str] = RedisUrl,
     tenant: Optional[str] = typer.Option(None, help="Put every entry into this tenant's cache (the entries' own tenant otherwise)."),
 ) -> None:
     """Read entries written by `cache export`.
@@ -269,7 +290,7 @@ def cache_import(
     from edge_ai.request import exact_digest, scope_digest
 
     s = Settings.load(config, cache_dir=cache_dir)
-    store = _store(config, cache_dir)
+    store = _store(config, cache_dir, cache_backend, redis_url)
     embedder: Embedder | None = None
     n, bad = 0, 0
     for lineno, line in enumerate(open(file, encoding="utf-8"), 1):
@@ -305,12 +326,14 @@ def cache_purge(
     all_: bool = typer.Option(False, "--all", help="Every entry."),
     config: Optional[Path] = Config,
     cache_dir: Optional[str] = CacheDir,
+    cache_backend: Optional[str] = Backend,
+    redis_url: Optional[str] = RedisUrl,
 ) -> None:
     """Delete entries: by scope key, by model name, or --all."""
     if not (scope or model or all_):
         typer.echo("say what to purge: --scope KEY, --model NAME or --all", err=True)
         raise typer.Exit(2)
-    store = _store(config, cache_dir)
+    store = _store(config, cache_dir, cache_backend, redis_url)
     gone = 0
     for e in list(store):
         if all_ or (scope and e.scope_key == scope) or (model and e.scope.get("model") == model):

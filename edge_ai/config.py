@@ -110,7 +110,15 @@ class Settings(BaseSettings):
     repeat_penalty: float = Field(1.2, gt=0, le=10, description="default repeat penalty over the last 64 tokens (1 = off)")
 
     # Semantic cache.
+    cache_backend: Literal["disk", "redis"] = Field(
+        "disk", description="disk: entries in cache_dir (one box); redis: in redis_url, shared by every replica"
+    )
     cache_dir: str = Field("cache", description="on-disk cache directory")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the shared cache's Redis (cache_backend = redis)")
+    redis_prefix: str = Field("edge-ai", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                              description="names this cache's keys in Redis (several caches can share one Redis)")
+    redis_stream_len: int = Field(100_000, ge=1000, description="changes kept for replicas that fall behind; "
+                                  "one further behind rebuilds its index from Redis")
     cache_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="least semantic-hit score: cosine less the hit model's penalties (unset = the model's default)"
     )

@@ -11,6 +11,7 @@ import time
 from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
 from edge_ai.engines.embedder import Embedder
+from edge_ai.engines.store import open_store
 from edge_ai.errors import EdgeError
 from edge_ai.gateway import Gateway
 from edge_ai.local_models import LocalModels
@@ -43,7 +44,7 @@ class Runtime:
         s = self.settings
         try:
             self.embedder = open_embedder(s)
-            self.cache = SemanticCache.open(s.cache_dir, self.embedder, open_judge(s), s.cache_threshold, s.cache_ttl)
+            self.cache = SemanticCache.open(open_store(s), self.embedder, open_judge(s), s.cache_threshold)
             self.models = LocalModels(s)
             self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens)
             if s.upstreams:
@@ -52,7 +53,7 @@ class Runtime:
             # them all, pausing the requests in flight (BENCHMARKS.md: an exact hit's cost).
             gc.collect()
             gc.freeze()
-            log.info("edge-ai ready: model %s, cache %s", self.models.default.engine.path, s.cache_dir)
+            log.info("edge-ai ready: model %s, cache %s", self.models.default.engine.path, self.cache.store.where)
         except Exception as exc:
             log.exception("loading failed")
             self.error = f"{type(exc).__name__}: {exc}"

@@ -105,3 +105,94 @@ def parts():
     embedder = open_embedder(settings)
     yield embedder, open_judge(settings)
     embedder.close()
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence (so a restart loses everything,
+    as a Redis restarted without persistence does)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        import shutil
+
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: apt-get install -y redis-server (.ci/run does)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The suite's Redis: the one .ci/run started (EDGE_AI_TEST_REDIS_URL), else one of its own. Tests keep
+    to key prefixes of their own in it."""
+    if os.environ.get("EDGE_AI_TEST_REDIS_URL"):
+        yield os.environ["EDGE_AI_TEST_REDIS_URL"]
+        return
+    srv = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield srv.url
+    srv.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to flush, restart or kill."""
+    srv = RedisServer(tmp_path).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["disk", "redis"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path):
+    """Opens a store by name on either backend: the shared suite every backend must pass. Names are
+    per test (a directory under tmp_path, a key prefix in Redis), so two opens of one name are two
+    handles on one cache, as two processes or two replicas would hold."""
+    from edge_ai.engines.store import DiskStore, Store
+
+    opened: list[Store] = []
+    prefix = f"t{os.getpid()}-{time.monotonic_ns()}"
+
+    def make(name: str = "cache", ttl: float | None = None) -> Store:
+        if request.param == "redis":
+            from edge_ai.engines.redis_store import RedisStore
+
+            store: Store = RedisStore(request.getfixturevalue("redis_url"), ttl, prefix=f"{prefix}-{name}")
+        else:
+            store = DiskStore(tmp_path / name, ttl)
+        opened.append(store)
+        return store
+
+    make.backend = request.param  # type: ignore[attr-defined]
+    yield make
+    for store in opened:
+        store.close()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from edge_ai.engines import store as store_mod
-from edge_ai.engines.store import Entry, Store
+from edge_ai.engines.store import DiskStore as Store, Entry
 
 
 def entry(id_: str, answer: str = "an answer", created: float | None = None) -> Entry:

@@ -1,9 +1,8 @@
-"""Persistent cache entries (diskcache over SQLite: each write is one transaction, never half-written).
+"""Where cache entries live: one interface, two backends.
 
-An entry carries its embedding, so a restart rebuilds the vector index without re-embedding. The most
-recently used entries are also kept in memory: an exact hit is a read, and SQLite plus unpickling is a
-fifth of its cost. Writes and deletes through this Store update that memo at once; another process's
-(`edge-ai warm`, `cache purge`) are seen when the owner calls `forget()` on a generation change.
+`DiskStore` (the embedded default) is diskcache over SQLite: each write is one transaction, never
+half-written. `RedisStore` (engines/redis_store.py) puts the entries of several replicas in one Redis.
+An entry carries its embedding, so an index is rebuilt from the store without re-embedding.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Protocol
 
 import diskcache
 import numpy as np
@@ -41,19 +41,102 @@ class Entry:
         return asdict(self)
 
 
+class Follower(Protocol):
+    """What a store that publishes its changes (`Store.follows`) tells the cache holding its index."""
+
+    def added(self, entry: Entry) -> None: ...  # written or replaced (by any replica)
+    def removed(self, id_: str) -> None: ...  # deleted or purged
+    def reset(self, entries: Iterator[Entry]) -> None: ...  # everything there is now: rebuild from it
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached: lookups miss, writes fail (loudly), answers keep flowing."""
+
+
+class Store(ABC):
+    ttl: float | None
+    # A store that publishes its changes calls a Follower from a thread of its own (follow()); one that
+    # does not is polled: the cache compares generation() and indexes what is new.
+    follows = False
+
+    @property
+    @abstractmethod
+    def where(self) -> str: """Where the entries are, for logs and `cache stats` (never a password)."""
+
+    @property
+    def directory(self) -> Path | None:
+        """A local directory for files beside the entries (the index's saved lists), if there is one."""
+        return None
+
+    @abstractmethod
+    def get(self, id_: str) -> Entry | None: """The entry, confirmed in the store: what a request may serve."""
+
+    @abstractmethod
+    def read(self, id_: str) -> Entry | None: """The entry, for scans over the whole store."""
+
+    @abstractmethod
+    def put(self, entry: Entry) -> None: """Write (or replace) one entry, whole or not at all."""
+
+    @abstractmethod
+    def delete(self, id_: str) -> bool: ...
+
+    @abstractmethod
+    def ids(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Entry]:
+        for key in self.ids():
+            entry = self.read(key)  # an entry may expire between listing and reading
+            if entry is not None:
+                yield entry
+
+    def generation(self) -> int:
+        return 0
+
+    def forget(self) -> None:
+        """Drop in-memory copies (another process changed the store)."""
+
+    def follow(self, follower: Follower, wait: float = 30.0) -> bool:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, object]:
+        return {"backend": "disk"}
+
+    def expire(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 _GENERATION = "__generation__"  # bumped by every writer, so other processes know to re-index
 HOT_ENTRIES = 4096  # entries memoised in memory (most recently used)
 
 
-class Store:
+class DiskStore(Store):
+    """The most recently used entries are also kept in memory: an exact hit is a read, and SQLite plus
+    unpickling is a fifth of its cost. Writes and deletes through this store update that memo at once;
+    another process's (`edge-ai warm`, `cache purge`) are seen when the owner calls `forget()` on a
+    generation change."""
+
     def __init__(self, directory: str | Path, ttl: float | None = None) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
         self.ttl = ttl
         # size_limit: the cache is the product's memory of good answers; never evict silently
-        self._db = diskcache.Cache(str(self.directory / "entries"), size_limit=2**62, eviction_policy="none")
+        self._db = diskcache.Cache(str(self._directory / "entries"), size_limit=2**62, eviction_policy="none")
         self._hot = Recent(HOT_ENTRIES)  # id -> Entry
         self._hot_lock = threading.Lock()  # writes and index loads run on worker threads
+
+    @property
+    def where(self) -> str:
+        return str(self._directory)
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
 
     def get(self, id_: str) -> Entry | None:
         with self._hot_lock:
@@ -87,7 +170,6 @@ class Store:
         return gone
 
     def forget(self) -> None:
-        """Drop the in-memory copies (another process changed the store)."""
         with self._hot_lock:
             self._hot.clear()
 
@@ -104,14 +186,17 @@ class Store:
     def __len__(self) -> int:
         return len(self._db) - (_GENERATION in self._db)
 
-    def __iter__(self) -> Iterator[Entry]:
-        for key in self.ids():
-            entry = self.read(key)  # an entry may expire between listing and reading
-            if entry is not None:
-                yield entry
-
     def expire(self) -> int:
         return int(self._db.expire())
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_store(settings: Any) -> Store:
+    """The store the settings name: `cache_backend` disk (cache_dir) or redis (redis_url)."""
+    if settings.cache_backend == "redis":
+        from edge_ai.engines.redis_store import RedisStore
+
+        return RedisStore(settings.redis_url, settings.cache_ttl, settings.redis_prefix, settings.redis_stream_len)
+    return DiskStore(settings.cache_dir, settings.cache_ttl)

@@ -142,6 +142,16 @@ class _EngineCollector(Collector):
             for label, n in sorted(by_label.items()):
                 entries.add_metric([label], n)
             yield entries
+            yield CounterMetricFamily("edge_ai_cache_write_failures", "Answers not stored: the store refused or was unreachable.",
+                                      value=rt.cache.write_failures)
+            store = rt.cache.store.stats()
+            if store["backend"] == "redis":
+                yield GaugeMetricFamily("edge_ai_cache_store_up", "1 while the shared cache's Redis answers.",
+                                        value=1.0 if store["available"] else 0.0)
+                yield CounterMetricFamily("edge_ai_cache_resyncs", "Index rebuilds from Redis (start, reconnect, flush, gap).",
+                                          value=store["resyncs"])
+                yield GaugeMetricFamily("edge_ai_cache_follow_lag_seconds", "Age of the last change applied from Redis when applied.",
+                                        value=store["lag_s"])
         if rt.embedder is not None:
             e = rt.embedder
             yield CounterMetricFamily("edge_ai_embedder_texts", "Texts embedded.", value=e.texts)
