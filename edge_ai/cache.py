@@ -189,7 +189,8 @@ class SemanticCache:
         self.hits["semantic"] += 1
         return Lookup(Hit(entry, sim, False), vec)
 
-    async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None) -> Entry | None:
+    async def put(self, req: Request, final: Final, source: str, vector: np.ndarray | None = None,
+                  backend: str = "") -> Entry | None:
         """Store a complete answer. Empty answers are not worth serving again, and a local model's answer
         never replaces the cloud's (or an imported one) for the same prompt; the other way round it does."""
         if not final.text.strip():
@@ -211,6 +212,7 @@ class SemanticCache:
             max_tokens=req.max_tokens,
             source=source,
             vector=np.asarray(vector, np.float32).tobytes(),
+            backend=backend,
         )
         try:
             await asyncio.to_thread(self.store.put, entry)

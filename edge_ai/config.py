@@ -28,6 +28,21 @@ class UpstreamConfig(BaseModel):
     max_retry_after: float = Field(2.0, ge=0, description="a 429 asking to wait longer than this falls back at once")
 
 
+class BackendConfig(BaseModel):
+    """An OpenAI-compatible inference server (llama-server, vLLM, Ollama, another edge-ai) for the local path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base_url: str = Field(..., description="serves /v1/chat/completions, e.g. http://gpu1:8080")
+    api_key: str = Field("", description="sent as Bearer (empty: none)")
+    weight: float = Field(1.0, gt=0, description="share of the load: in-flight requests are divided by it")
+    model: str = Field("", description="model name sent (empty: the client's)")
+    connect_timeout: float = Field(2.0, gt=0)
+    first_byte_timeout: float = Field(30.0, gt=0, description="headers, and each later read of a stream")
+    total_timeout: float = Field(600.0, gt=0)
+
+
 class ApiKey(BaseModel):
     """A client key. The tenant comes from the key: it scopes the cache, so keys never see each other's answers."""
 
@@ -129,6 +144,10 @@ class Settings(BaseSettings):
     upstreams: list[UpstreamConfig] = Field(default_factory=list, description="cloud APIs to front")
     breaker_failures: int = Field(3, ge=1, description="consecutive failures that open an upstream's breaker")
     breaker_cooldown: float = Field(30.0, gt=0, description="seconds an open breaker waits before a probe")
+
+    # A pool of inference servers answering the local path before the in-process model.
+    backends: list[BackendConfig] = Field(default_factory=list, description="inference servers ([[backends]])")
+    backend_health_interval: float = Field(5.0, gt=0, description="seconds between health checks of each backend")
 
     # HTTP.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted request body")

@@ -1,4 +1,5 @@
-"""The one answer policy every dialect goes through: semantic cache, then the local model."""
+"""The one answer policy every dialect goes through: semantic cache, then the local path (the pool of
+inference servers when there is one, the in-process model last)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from edge_ai.cache import Hit, SemanticCache
 from edge_ai.engines.llm import Task
+from edge_ai.engines.pool import Backend, Broken, Lease, Pool, takes
 from edge_ai.local_models import LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
 
@@ -19,10 +21,11 @@ log = logging.getLogger("edge_ai.policy")
 
 
 class AnswerPolicy:
-    def __init__(self, cache: SemanticCache, models: LocalModels, default_max_tokens: int) -> None:
+    def __init__(self, cache: SemanticCache, models: LocalModels, default_max_tokens: int, pool: Pool | None = None) -> None:
         self.cache = cache
         self.models = models
         self.default_max_tokens = default_max_tokens
+        self.pool = pool
 
     async def answer(self, req: Request) -> Reply:
         """Validate against the model first (so bad input never reaches the cache), then answer."""
@@ -37,6 +40,13 @@ class AnswerPolicy:
             if look.hit is not None:
                 hit = look.hit
                 return Reply("cache", self._cached(hit, len(tokens)), len(tokens), similarity=hit.similarity)
+        if self.pool is not None and takes(req):
+            opened = await self.pool.open(req, params.max_tokens, params.temperature)
+            if opened is not None:
+                backend, events, lease = opened
+                reply = Reply("local", self._pooled(req, backend, events, vector, len(tokens)), len(tokens), cancel=lease.release)
+                reply.headers["x-edge-backend"] = backend.name
+                return reply
         task = model.engine.submit(tokens, params)
         reply = Reply("local", self._local(req, task, vector), len(tokens), cancel=task.cancel)
         if prep.dropped:
@@ -63,6 +73,31 @@ class AnswerPolicy:
                 except Exception:
                     log.exception("cache write failed; the answer is still served")
             yield event
+
+    async def _pooled(self, req: Request, backend: Backend, events: AsyncIterator[str | Final], vector: np.ndarray | None,
+                      prompt_tokens: int) -> AsyncIterator[str | Final]:
+        """A backend's answer, stored as a local one (with the backend's name). A stream that breaks is
+        finished in-process from the text already sent, and not stored: it is neither's alone."""
+        try:
+            async for event in events:
+                if isinstance(event, Final):
+                    final = replace(event, prompt_tokens=prompt_tokens)
+                    if req.cache.write:
+                        try:
+                            await self.cache.put(req, final, "local", vector, backend=backend.name)
+                        except Exception:
+                            log.exception("cache write failed; the answer is still served")
+                    yield final
+                    return
+                yield event
+        except Broken as broken:
+            log.warning("%s; finishing in-process", broken)
+            rest = self.continue_locally(req, broken.text)
+            async for event in rest.events:
+                if isinstance(event, Final):
+                    event = replace(event, text=broken.text + event.text, prompt_tokens=prompt_tokens,
+                                    completion_tokens=broken.completion_tokens + event.completion_tokens)
+                yield event
 
     def continue_locally(self, req: Request, answer_so_far: str) -> Reply:
         """Finish an answer another model started (a cloud stream that broke): the local model

@@ -11,6 +11,7 @@ import time
 from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
 from edge_ai.engines.embedder import Embedder
+from edge_ai.engines.pool import Pool
 from edge_ai.engines.store import open_store
 from edge_ai.errors import EdgeError
 from edge_ai.gateway import Gateway
@@ -36,6 +37,7 @@ class Runtime:
         self.cache: SemanticCache | None = None
         self.policy: AnswerPolicy | None = None
         self.gateway: Gateway | None = None
+        self.pool: Pool | None = None
         self.error: str | None = None
         self.loaded = threading.Event()
         self.started = time.monotonic()
@@ -46,7 +48,8 @@ class Runtime:
             self.embedder = open_embedder(s)
             self.cache = SemanticCache.open(open_store(s), self.embedder, open_judge(s), s.cache_threshold)
             self.models = LocalModels(s)
-            self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens)
+            self.pool = Pool(s.backends, s.breaker_failures, s.breaker_cooldown, s.backend_health_interval) if s.backends else None
+            self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens, self.pool)
             if s.upstreams:
                 self.gateway = Gateway(s, self.policy, self.cache)
             # The models, tokenizers and index are ~500k long-lived objects; every full collection walked
@@ -79,6 +82,8 @@ class Runtime:
             body["embedder"] = self.embedder.stats()
         if self.cache is not None:
             body["cache"] = self.cache.stats()
+        if self.pool is not None:
+            body["backends"] = self.pool.status()
         if self.gateway is not None:
             body["upstreams"] = self.gateway.status()
             body["gateway"] = self.gateway.counts

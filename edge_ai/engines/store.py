@@ -33,6 +33,7 @@ class Entry:
     source: str  # "local" | "cloud" | "import"
     vector: bytes = b""
     created: float = field(default_factory=time.time)
+    backend: str = ""  # the pool's inference server that wrote a local answer ("" = in-process)
 
     def vec(self) -> np.ndarray:
         return np.frombuffer(self.vector, dtype=np.float32)

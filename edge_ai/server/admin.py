@@ -47,7 +47,7 @@ def _matcher(p: Purge) -> Callable[[Entry], bool]:
 def _listed(e: Entry) -> dict[str, Any]:
     return {"id": e.id, "tenant": str(e.scope.get("tenant", "")), "model": e.scope.get("model"), "scope_key": e.scope_key,
             "source": e.source, "query": e.query, "answer": e.answer, "finish_reason": e.finish_reason,
-            "completion_tokens": e.completion_tokens, "created": e.created}
+            "completion_tokens": e.completion_tokens, "created": e.created, "backend": e.backend}
 
 
 def _path_param(name: str) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         await loader
         if runtime.gateway is not None:
             await runtime.gateway.close()
+        if runtime.pool is not None:
+            await runtime.pool.close()
         runtime.close()
 
     app = FastAPI(title="edge-ai", version=__version__, description=DESCRIPTION, lifespan=lifespan,
