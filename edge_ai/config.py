@@ -151,6 +151,7 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may take to arrive (then 408)")
 
     # Keys and tenants. No keys = open, as the embedded default on 127.0.0.1 is.
     api_keys: list[ApiKey] = Field(default_factory=list, description="client keys ([[api_keys]] in TOML)")

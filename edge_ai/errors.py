@@ -29,6 +29,11 @@ class NotFound(EdgeError):
     kind = "not_found"
 
 
+class RequestTimeout(EdgeError):
+    status = 408
+    kind = "request_timeout"
+
+
 class PayloadTooLarge(EdgeError):
     status = 413
     kind = "request_too_large"

@@ -39,7 +39,8 @@ class Server:
     def __init__(self, cache_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.cache_dir = cache_dir
         self.args = args
-        self.env = {**os.environ, "EDGE_AI_N_SLOTS": "4", "EDGE_AI_N_CTX_SLOT": "1024", **(env or {})}
+        self.env = {**os.environ, "EDGE_AI_N_SLOTS": "4", "EDGE_AI_N_CTX_SLOT": "1024",
+                    "EDGE_AI_BODY_TIMEOUT": "3", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log = cache_dir.parent / f"server-{cache_dir.name}.log"

@@ -12,7 +12,7 @@ import json
 import secrets
 from typing import Any, AsyncIterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded, RateLimited
 from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
@@ -24,6 +24,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
@@ -63,7 +64,7 @@ class AnthropicMessage(_Wire):
 
 class MessagesRequest(_Wire):
     model: str = Field(min_length=1)
-    max_tokens: int = Field(ge=1)
+    max_tokens: StrictInt = Field(ge=1)  # strict: true or "8" is not a token count
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[Block] | None = None
     temperature: float | None = Field(None, ge=0, le=1)

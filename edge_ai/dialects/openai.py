@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any, AsyncIterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
 from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
@@ -19,6 +19,7 @@ _TYPES = {
     401: "invalid_request_error",  # what OpenAI sends for a bad key, with code invalid_api_key
     403: "invalid_request_error",
     404: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",
@@ -62,7 +63,7 @@ class StreamOptions(_Wire):
 
 class _Generation(_Wire):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)  # strict: true or "8" is not a token count
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)
@@ -108,7 +109,7 @@ class _Generation(_Wire):
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None

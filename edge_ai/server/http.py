@@ -6,10 +6,10 @@ import asyncio
 from typing import Any, Awaitable, TypeVar
 
 import orjson
-from starlette.requests import Request as HttpRequest
+from starlette.requests import ClientDisconnect, Request as HttpRequest
 from starlette.responses import JSONResponse as _StarletteJSON
 
-from edge_ai.errors import BadRequest, PayloadTooLarge
+from edge_ai.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 T = TypeVar("T")
 
@@ -21,22 +21,29 @@ class JSONResponse(_StarletteJSON):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
-async def read_json(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
-    return (await read_json_raw(request, max_bytes))[1]
+async def read_json(request: HttpRequest, max_bytes: int, timeout: float = 30.0) -> dict[str, Any]:
+    return (await read_json_raw(request, max_bytes, timeout))[1]
 
 
-async def read_json_raw(request: HttpRequest, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
-    """The body as received (forwarded as is in gateway mode) and parsed."""
+async def read_json_raw(request: HttpRequest, max_bytes: int, timeout: float = 30.0) -> tuple[bytes, dict[str, Any]]:
+    """The body as received (forwarded as is in gateway mode) and parsed. A client that stops sending
+    halfway is answered 408 after `timeout` seconds, rather than holding its connection and task forever."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-        if chunk:  # the stream ends with an empty chunk
-            chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+                if chunk:  # the stream ends with an empty chunk
+                    chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone() from None  # left halfway through its body: nobody to answer
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # a small body comes whole: no copy
     try:
         data = orjson.loads(body)

@@ -122,7 +122,7 @@ async def _counted(http: HttpRequest, events: AsyncIterator[str | Final], keep_t
 
 def router(runtime: "Runtime") -> APIRouter:
     """The dialects' routes. Each reads its body once, through the dialect schema."""
-    max_body = runtime.settings.max_body_bytes
+    max_body, body_timeout = runtime.settings.max_body_bytes, runtime.settings.body_timeout
     log_prompts = runtime.settings.log_prompts
 
     def model_label(name: str) -> str:
@@ -176,7 +176,7 @@ def router(runtime: "Runtime") -> APIRouter:
 
     async def chat_completions(http: HttpRequest) -> Response:
         async def work() -> Response:
-            raw, data = await read_json_raw(http, max_body)
+            raw, data = await read_json_raw(http, max_body, body_timeout)
 
             def build() -> tuple[oa.ChatCompletionRequest, Request]:
                 body = parse(oa.ChatCompletionRequest, data)
@@ -194,7 +194,7 @@ def router(runtime: "Runtime") -> APIRouter:
 
     async def completions(http: HttpRequest) -> Response:
         async def work() -> Response:
-            body = parse(oa.CompletionRequest, await read_json(http, max_body))
+            body = parse(oa.CompletionRequest, await read_json(http, max_body, body_timeout))
             note(http, model=model_label(body.model))
             cache, tenant = _client_opts(http)
             replies: list[Reply] = []
@@ -224,7 +224,7 @@ def router(runtime: "Runtime") -> APIRouter:
             runtime.require()
             embedder = runtime.embedder
             assert embedder is not None
-            body = parse(oa.EmbeddingRequest, await read_json(http, max_body))
+            body = parse(oa.EmbeddingRequest, await read_json(http, max_body, body_timeout))
             texts = body.texts()
             if body.dimensions not in (None, embedder.dim):
                 raise BadRequest(f"this embedder makes {embedder.dim}-dimensional vectors", param="dimensions")
@@ -238,7 +238,7 @@ def router(runtime: "Runtime") -> APIRouter:
 
     async def messages(http: HttpRequest) -> Response:
         async def work() -> Response:
-            raw, data = await read_json_raw(http, max_body)
+            raw, data = await read_json_raw(http, max_body, body_timeout)
 
             def build() -> tuple[an.MessagesRequest, Request]:
                 body = parse(an.MessagesRequest, data)
@@ -255,7 +255,7 @@ def router(runtime: "Runtime") -> APIRouter:
 
     async def count_tokens(http: HttpRequest) -> Response:
         async def work() -> Response:
-            body = parse(an.CountTokensRequest, await read_json(http, max_body))
+            body = parse(an.CountTokensRequest, await read_json(http, max_body, body_timeout))
             req = body.to_request(CacheControl(read=False, write=False), "")
             return JSONResponse({"input_tokens": runtime.require().count_tokens(req)})
 
