@@ -148,11 +148,11 @@ class SemanticCache:
         # it then), and any write to its scope since, its own exact entry included, voids it.
         known: _Decided | None = self._decided.recall(decision)
         if known is not None and known.changes == self.index.changes(scope):
-            entry = self.store.get(known.id)
+            entry = await self.store.fetch(known.id)
             if entry is not None and serves(entry, req):  # not expired, nor replaced by another process
                 self.hits["semantic"] += 1
                 return Lookup(Hit(entry, known.similarity, False), None)
-        exact = self.store.get(exact_key)
+        exact = await self.store.fetch(exact_key)
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
             return Lookup(Hit(exact, 1.0, True), None)
@@ -169,9 +169,8 @@ class SemanticCache:
         # not ("`remove_column`" asked as '"remove_column"') loses to one a little further that doesn't.
         # A cloud (or imported) answer outranks a local model's whatever their scores: both passed.
         best: tuple[tuple[bool, float], float, Entry] | None = None
-        for id_, _ in found:
-            entry = self.store.get(id_)
-            if entry is None:  # expired since it was indexed
+        for (id_, _), entry in zip(found, await self.store.fetch_many([i for i, _ in found])):
+            if entry is None:  # expired since it was indexed (or, with Redis, purged elsewhere or unreachable)
                 self.index.remove(id_)
                 continue
             sim = float(entry.vec() @ vec)
@@ -196,7 +195,7 @@ class SemanticCache:
         if not final.text.strip():
             return None
         if source == "local":
-            held = self.store.get(req.exact_key())
+            held = await self.store.fetch(req.exact_key())
             if held is not None and held.source != "local":
                 return held
         if vector is None:

@@ -72,6 +72,13 @@ class Store(ABC):
     @abstractmethod
     def get(self, id_: str) -> Entry | None: """The entry, confirmed in the store: what a request may serve."""
 
+    async def fetch(self, id_: str) -> Entry | None:
+        """`get` for the request path: a store behind a network round trip does not block the event loop."""
+        return self.get(id_)
+
+    async def fetch_many(self, ids: list[str]) -> list[Entry | None]:
+        return [self.get(i) for i in ids]
+
     @abstractmethod
     def read(self, id_: str) -> Entry | None: """The entry, for scans over the whole store."""
 
