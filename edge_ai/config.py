@@ -108,6 +108,10 @@ class Settings(BaseSettings):
         "enabled, and make answers depend on the batch"
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
+    # CPU priorities (Linux nice, per thread): the event loop first, the embedder next, decoding last, so
+    # cache hits keep their CPU while the model is saturated (RELIABILITY.md: the surge drill).
+    decode_nice: int = Field(10, ge=0, le=19, description="how much lower than the event loop the model's threads run")
+    embed_nice: int = Field(5, ge=0, le=19, description="how much lower than the event loop the embedder's threads run")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
 
     default_system: str = Field(

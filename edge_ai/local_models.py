@@ -227,6 +227,7 @@ class LocalModels:
                 kv_unified=s.kv_unified,
                 kv_budget_bytes=s.kv_budget_mb << 20,
                 extra_buffers=s.extra_buffers,
+                nice=s.decode_nice,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty)

@@ -134,6 +134,7 @@ def open_embedder(settings: "Settings") -> "Embedder":
         resolve_embedder(settings.embedder),
         backend=settings.embedder_backend,
         export_dir=Path(settings.models_dir) / "embedders",
+        nice=settings.embed_nice,
     )
 
 

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge_ai.engines.priority import lower_priority, started_at
+
 from edge_ai.errors import Overloaded
 
 log = logging.getLogger("edge_ai.embedder")
@@ -51,6 +53,7 @@ class Embedder:
         max_queue: int = 1024,
         backend: Literal["onnx", "torch"] = "torch",
         export_dir: str | Path | None = None,
+        nice: int = 0,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -61,12 +64,14 @@ class Embedder:
         self._onnx: _OnnxPipeline | None = None
         if backend == "onnx":
             try:
-                self._onnx = _OnnxPipeline(self.model, Path(path), Path(export_dir or Path(path) / "onnx"))
+                # its thread pool starts with the session: made on a lower thread, the pool is lower too
+                self._onnx = started_at(nice, lambda: _OnnxPipeline(self.model, Path(path), Path(export_dir or Path(path) / "onnx")))
                 self.backend = "onnx"
             except Exception as exc:  # a model the exporter cannot trace still works, on torch
                 log.warning("embedder: ONNX export/load failed (%s: %s); using torch", type(exc).__name__, exc)
         self.max_batch, self.max_tokens, self.max_wait_s, self.max_queue = max_batch, max_tokens, max_wait_s, max_queue
         self.pass_size = pass_size
+        self.nice = nice
         self.batches = 0
         self.texts = 0
         self.busy_s = 0.0  # time spent in passes: against wall time, how loaded the embedder is
@@ -174,6 +179,7 @@ class Embedder:
         return [self._follow_ups.popleft() for _ in range(n)]
 
     def _run(self) -> None:
+        lower_priority(self.nice)
         while True:
             batch = self._take()
             if not batch:

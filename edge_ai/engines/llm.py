@@ -31,6 +31,8 @@ from typing import AsyncIterator
 import llama_cpp as ll
 import numpy as np
 
+from edge_ai.engines.priority import lower_priority
+
 from edge_ai.errors import ContextOverflow, Overloaded
 from edge_ai.request import Final
 
@@ -206,6 +208,7 @@ class LLMEngine:
         max_queue: int = 64,
         kv_unified: bool = False,
         extra_buffers: bool = False,
+        nice: int = 0,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -214,6 +217,7 @@ class LLMEngine:
         self.n_batch = n_batch
         self.max_queue = max_queue
         self.kv_unified = kv_unified
+        self.nice = nice
         threads = n_threads or os.cpu_count() or 1
 
         mparams = ll.llama_model_default_params()
@@ -365,6 +369,7 @@ class LLMEngine:
     # ---- scheduler loop (engine thread) ----------------------------------------------------
 
     def _run(self) -> None:
+        lower_priority(self.nice)  # its OpenMP workers, started by its first decode, inherit it
         while True:
             with self._cond:
                 while not self._stopping and not self._waiting and all(s.free for s in self.slots):

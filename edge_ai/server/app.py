@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import ipaddress
 import logging
 from contextlib import asynccontextmanager
@@ -34,7 +35,13 @@ is down: it fronts the cloud (gateway mode) and answers from a semantic cache or
 Authenticate with `Authorization: Bearer <key>` or `x-api-key: <key>` when keys are configured."""
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 def create_app(settings: Settings) -> FastAPI:
+    # The engine and embedder threads run Python between their passes; at the default 5 ms a request
+    # waits up to that long for the GIL each time one of them has it (RELIABILITY.md: the surge drill).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     runtime = Runtime(settings)
     keys = KeyRing(settings)
     metrics = Metrics(runtime, keys.tenants())
