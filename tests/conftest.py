@@ -58,8 +58,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(self.url + "/readyz", timeout=2)
+                if ready.status_code == 200:
                     return self
+                if ready.json().get("status") == "failed":
+                    raise RuntimeError(f"server failed to load: {ready.json().get('error')}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
