@@ -141,7 +141,8 @@ class Embedder:
 
     def stats(self) -> dict[str, object]:
         return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "busy_s": round(self.busy_s, 3),
-                "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue}
+                "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue,
+                "rejected": self.rejected}
 
     def close(self) -> None:
         with self._cond:

@@ -188,7 +188,7 @@ def main() -> None:
         m = next(iter(status["models"].values()))
         e = status["embedder"]
         print(f"server peak RSS {peak_rss_mb(srv.proc.pid):.0f} MB; slots {m['slots']}, tokens generated "
-              f"{m['generated_tokens']}, model refusals {m['rejected']}; embedder {e['texts']} texts, busy {e['busy_s']:.1f} s")
+              f"{m['generated_tokens']}, model refusals {m['rejected']}; embedder {e['texts']} texts, busy {e['busy_s']:.1f} s, refusals {e['rejected']}")
         print(f"load generator CPU: {gen_cpu:.0%} of one core")
         for s in tally.samples:
             print("  sample error:", s)
