@@ -111,6 +111,40 @@ def parts():
     embedder.close()
 
 
+def kill_mid_traffic(srv: Server, ask, question, at_least: int, clients: int = 3) -> list[tuple[str, str]]:
+    """Clients ask `srv` new questions until `at_least` answers are acknowledged, then SIGKILL it with
+    requests in flight: the acknowledged (question, answer) pairs, the ones that must not be lost."""
+    import threading
+
+    acknowledged: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            q = question()
+            try:
+                source, text = ask(srv, q)
+            except Exception:  # the server died under it: not acknowledged
+                return
+            if source == "local":
+                acknowledged.append((q, text))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.proc is not None
+    srv.proc.kill()
+    srv.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acknowledged) >= at_least
+    return acknowledged
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, without persistence (so a restart loses everything,
     as a Redis restarted without persistence does)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from edge_ai.engines.store import DiskStore
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, Server, kill_mid_traffic
 
 
 def ask(srv: Server, question: str, max_tokens: int = 6) -> tuple[str, str]:
@@ -43,31 +42,7 @@ def whole(d: Path) -> list:
 
 def test_sigkill_while_storing_answers_loses_nothing_acknowledged(tmp_path):
     srv = Server(tmp_path / "cache").start()
-    acknowledged: list[tuple[str, str]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            q = question()
-            try:
-                source, text = ask(srv, q)
-            except (openai.APIConnectionError, openai.APIStatusError):
-                return
-            if source == "local":
-                acknowledged.append((q, text))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acknowledged) < 8 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    srv.proc.kill()  # SIGKILL, writes in flight
-    srv.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acknowledged) >= 8
+    acknowledged = kill_mid_traffic(srv, ask, question, at_least=8, clients=4)  # SIGKILL, writes in flight
     assert len(whole(tmp_path / "cache")) >= len(acknowledged)
     srv.start()
     assert [ask(srv, q) for q, _ in acknowledged] == [("cache", text) for _, text in acknowledged]

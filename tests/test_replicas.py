@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT, RedisServer, Server
+from tests.conftest import ROOT, RedisServer, Server, kill_mid_traffic
 
 KEY_A, KEY_B, ADMIN = "edge-key-tenant-a", "edge-key-tenant-b", "edge-key-admin"
 
@@ -110,31 +109,7 @@ def test_a_restarted_replica_catches_up(site):
 
 def test_sigkill_mid_traffic_loses_no_acknowledged_entry(site):
     a, b, _ = site
-    acknowledged: list[tuple[str, str]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            q = question()
-            try:
-                source, text = ask(a, q)
-            except (openai.APIConnectionError, openai.APIStatusError):
-                return  # the replica died under it: not acknowledged
-            if source == "local":
-                acknowledged.append((q, text))
-
-    threads = [threading.Thread(target=client) for _ in range(3)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acknowledged) < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    a.proc.kill()  # SIGKILL, with requests in flight
-    a.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acknowledged) >= 6
+    acknowledged = kill_mid_traffic(a, ask, question, at_least=6)  # SIGKILL, with requests in flight
     assert [ask(b, q) for q, _ in acknowledged] == [("cache", text) for _, text in acknowledged]
     a.start()
 

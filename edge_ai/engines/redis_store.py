@@ -117,7 +117,7 @@ class _Confirmer:
                     if self._client is None:  # made on first use: a client belongs to the loop that runs it
                         self._client = redis.asyncio.Redis.from_url(
                             self.store.url, socket_timeout=self.store.timeout, socket_connect_timeout=self.store.timeout)
-                    found = [self._entry(key, b) for (key, _), b in zip(batch, await self._client.mget([k for k, _ in batch]))]
+                    found = [self._decode_once(key, b) for (key, _), b in zip(batch, await self._client.mget([k for k, _ in batch]))]
                 except _DOWN as exc:
                     self.store._failed(exc)
                     found = [None] * len(batch)
@@ -127,8 +127,7 @@ class _Confirmer:
         finally:
             self._sending = False
 
-
-    def _entry(self, key: str, blob: bytes | None) -> Entry | None:
+    def _decode_once(self, key: str, blob: bytes | None) -> Entry | None:
         known = self._decoded.recall(key)
         if known is not None and known[0] == blob:
             return known[1]
