@@ -4,16 +4,20 @@ for its length, and a resent long prefix is not computed again."""
 from __future__ import annotations
 
 import json
+import secrets
 
 import httpx
 import pytest
 
-from edge_ai.request import Message, Request
+from edge_ai.dialects.anthropic import MessagesRequest
+from edge_ai.request import CacheControl, Message, Request
 
 
 def claude_code_body(question: str, n_tools: int = 16) -> dict:
-    """The shape of a Claude Code request: system blocks with cache_control (tens of KB), many tools with
-    long descriptions and schemas, a system-reminder block before the prompt, metadata, a 32k ceiling."""
+    """The shape of a Claude Code request (2.1): a billing block whose value changes each request, system
+    blocks with cache_control (tens of KB), many tools with long descriptions and schemas, a
+    system-reminder block before the prompt, a system-role message after it, metadata, adaptive
+    thinking, a 32k ceiling."""
     rules = " ".join(f"Rule {i}: when the user asks for a change, read the relevant files first, keep edits minimal "
                      f"and explain what you did in one short paragraph." for i in range(120))
     tools = [{
@@ -29,7 +33,11 @@ def claude_code_body(question: str, n_tools: int = 16) -> dict:
         "stream": True,
         "temperature": 1,
         "metadata": {"user_id": "user_abc_account__session_123"},
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"},
         "system": [
+            {"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.197.{secrets.token_hex(2)[:3]}; cc_entrypoint=sdk-cli;"},
             {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
             {"type": "text", "text": "You are an interactive CLI tool that helps users with software engineering tasks. " + rules,
              "cache_control": {"type": "ephemeral"}},
@@ -38,7 +46,7 @@ def claude_code_body(question: str, n_tools: int = 16) -> dict:
         "messages": [{"role": "user", "content": [
             {"type": "text", "text": "<system-reminder>As you answer the user's questions, you can use the following context.</system-reminder>"},
             {"type": "text", "text": question, "cache_control": {"type": "ephemeral"}},
-        ]}],
+        ]}, {"role": "system", "content": "Available agent types for the Agent tool: general, explore."}],
     }
 
 
@@ -82,6 +90,15 @@ def test_a_resent_agent_prefix_is_reused(server):
     before = reused()
     stream_events(server, claude_code_body("What does git log do?"))
     assert reused() - before > 500  # the (cut) system prompt came from the first request's KV
+
+
+def test_claude_codes_billing_block_is_not_prompt_and_system_messages_are_instructions():
+    a, b = (MessagesRequest.model_validate(claude_code_body("What does git status do?")) for _ in range(2))
+    assert a.system[0].text != b.system[0].text  # the billing value changed between the two requests
+    ra, rb = (r.to_request(CacheControl(), "") for r in (a, b))
+    assert "billing" not in ra.system and ra.scope_key() == rb.scope_key()  # one prompt, one cache scope
+    assert ra.system.endswith("Available agent types for the Agent tool: general, explore.")
+    assert [m.role for m in ra.messages] == ["user"] and ra.query.endswith("What does git status do?")
 
 
 def test_an_openai_history_longer_than_the_context_keeps_the_system_start_and_the_latest_turns(openai_client):

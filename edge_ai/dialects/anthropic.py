@@ -57,8 +57,14 @@ class Block(_Wire):
     text: str | None = None
 
 
+# Claude Code opens its system prompt with a block of billing metadata whose value changes from request
+# to request: not an instruction, and left in it would make every request a new prompt (no KV reuse) and a
+# new cache scope (no hit).
+BILLING_BLOCK = "x-anthropic-billing-header:"
+
+
 class AnthropicMessage(_Wire):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # system: instructions between turns (Claude Code sends them)
     content: str | list[dict[str, Any]]
 
 
@@ -94,7 +100,10 @@ class MessagesRequest(_Wire):
 
     def to_request(self, cache: CacheControl, tenant: str) -> Request:
         constraint = self.constraint()
-        turns = merge_turns([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages)])
+        # System messages among the turns join the system prompt, in order: a chat template takes
+        # instructions there, and the conversation stays alternating user and assistant turns.
+        instructions = [_content(m.content, i) for i, m in enumerate(self.messages) if m.role == "system"]
+        turns = merge_turns([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages) if m.role != "system"])
         prefill = ""
         if turns and turns[-1].role == "assistant":  # assistant prefill: the answer continues from it
             prefill = turns.pop().content.rstrip()
@@ -102,7 +111,9 @@ class MessagesRequest(_Wire):
             raise BadRequest("messages: the conversation must contain a user turn before the answer")
         if not turns[-1].content.strip():
             raise BadRequest("messages: the last user message is empty")
-        system = self.system if isinstance(self.system, str) else "\n\n".join(b.text or "" for b in self.system or [])
+        system = self.system if isinstance(self.system, str) else "\n\n".join(
+            b.text or "" for b in self.system or [] if not (b.text or "").startswith(BILLING_BLOCK))
+        system = "\n\n".join(t for t in (system, *instructions) if t)
         params = {k: v for k, v in {"tools": self.tools, "tool_choice": self.tool_choice}.items() if v}
         return Request(
             model=self.model,
