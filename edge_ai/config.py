@@ -108,6 +108,8 @@ class Settings(BaseSettings):
         "enabled, and make answers depend on the batch"
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
+    keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
+                                "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
     # CPU priorities (Linux nice, per thread): the event loop first, the embedder next, decoding last, so
     # cache hits keep their CPU while the model is saturated (RELIABILITY.md: the surge drill).
     decode_nice: int = Field(10, ge=0, le=19, description="how much lower than the event loop the model's threads run")

@@ -228,6 +228,7 @@ class LocalModels:
                 kv_budget_bytes=s.kv_budget_mb << 20,
                 extra_buffers=s.extra_buffers,
                 nice=s.decode_nice,
+                prefix_dir=Path(s.cache_dir) / "prefixes" / key.stem if s.keep_prefixes else None,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty)

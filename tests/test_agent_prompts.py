@@ -150,3 +150,19 @@ def test_fit_cuts_the_end_of_a_long_system_prompt_and_the_middle_of_a_long_quest
     huge = Request(model="m", messages=(Message("user", "BEGIN " + "middle " * 2000 + " END"),))
     text = model.engine.detokenize(model.prepare(huge, 64).tokens)
     assert "BEGIN" in text and "END" in text and "[...]" in text
+
+
+def test_an_agent_prefix_survives_a_restart(tmp_path):
+    from tests.conftest import Server
+
+    srv = Server(tmp_path / "cache").start()
+
+    def reused() -> int:
+        return sum(m["prompt_tokens_reused"] for m in srv.status()["models"].values())
+
+    stream_events(srv, claude_code_body("What does git status do?"))
+    srv.restart()  # a clean shutdown saves the slots' longest prefixes with their KV
+    assert list((tmp_path / "cache" / "prefixes").glob("*/prefix-0.bin"))
+    stream_events(srv, claude_code_body("What does git log do?"))
+    assert reused() > 500  # the first request after the restart found the system prompt computed
+    srv.stop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
+import json
 import logging
 import os
 import threading
@@ -177,6 +178,9 @@ class EngineStats:
 
 _log_callback = None
 
+PREFIX_LEAST = 256  # shorter prompt prefixes are cheap to compute again: not kept across a restart
+PREFIXES_KEPT = 4  # SmolLM2 at 3,000 tokens: ~70 MB each on disk
+
 
 def _silence_llama_logs() -> None:
     """llama.cpp logs every load detail to stderr; keep it quiet unless EDGE_AI_LLAMA_LOG is set."""
@@ -209,6 +213,7 @@ class LLMEngine:
         kv_unified: bool = False,
         extra_buffers: bool = False,
         nice: int = 0,
+        prefix_dir: str | Path | None = None,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -271,6 +276,9 @@ class LLMEngine:
         self._admitted = 0
         self._stopping = False
         self._piece_buf = ctypes.create_string_buffer(256)
+        self.prefix_dir = Path(prefix_dir) if prefix_dir is not None and self.n_swa <= 0 else None
+        if self.prefix_dir is not None:
+            self._restore_prefixes()
         self._thread = threading.Thread(target=self._run, name=f"llm-{self.path.stem}", daemon=True)
         self._thread.start()
 
@@ -362,9 +370,69 @@ class LLMEngine:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        if self.prefix_dir is not None and not self._thread.is_alive():
+            self._save_prefixes()
         ll.llama_batch_free(self.batch)
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)
+
+    # ---- prefixes kept across a restart ----------------------------------------------------
+    # An agent resends a prefix of thousands of tokens (system prompt, tools) with every request; cold,
+    # it costs ~18 s of prefill here, reused ~0.5 s (BENCHMARKS.md). At shutdown the longest prefixes the
+    # slots hold are saved with their KV (llama.cpp's sequence state files), and loaded into slots at
+    # start when the model file and the slot layout are the same. Not for sliding-window models: their
+    # caches keep only the window.
+
+    def _identity(self) -> dict[str, object]:
+        st = self.path.stat()
+        return {"model": str(self.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "n_ctx_slot": self.n_ctx_slot,
+                "kv_unified": self.kv_unified, "n_slots": self.n_slots}
+
+    def _save_prefixes(self) -> int:
+        assert self.prefix_dir is not None
+        chosen: list[list[int]] = []
+        for slot in sorted(self.slots, key=lambda s: -len(s.cache_tokens)):
+            toks = slot.cache_tokens
+            if len(toks) < PREFIX_LEAST or any(_common_prefix(c, toks) == len(toks) for c in chosen):
+                continue
+            chosen.append(toks)
+            path = self.prefix_dir / f"prefix-{len(chosen) - 1}.bin"
+            self.prefix_dir.mkdir(parents=True, exist_ok=True)
+            arr = (ll.llama_token * len(toks))(*toks)
+            if not ll.llama_state_seq_save_file(self.ctx, str(path).encode(), slot.id, arr, len(toks)):
+                chosen.pop()
+            if len(chosen) == PREFIXES_KEPT:
+                break
+        if chosen:
+            manifest = {**self._identity(), "prefixes": [len(c) for c in chosen]}
+            (self.prefix_dir / "prefixes.json").write_text(json.dumps(manifest))
+            log.info("kept %d prompt prefixes (%s tokens) for the next start", len(chosen), [len(c) for c in chosen])
+        return len(chosen)
+
+    def _restore_prefixes(self) -> int:
+        assert self.prefix_dir is not None
+        manifest_path = self.prefix_dir / "prefixes.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            return 0
+        manifest_path.unlink()  # used once: the next shutdown writes what the slots hold then
+        counts = manifest.pop("prefixes", [])
+        if manifest != self._identity():
+            return 0  # another model file or slot layout: the KV would be wrong
+        restored = 0
+        for i, _ in enumerate(counts[: self.n_slots]):
+            path = self.prefix_dir / f"prefix-{i}.bin"
+            out = (ll.llama_token * self.n_ctx_slot)()
+            n = ctypes.c_size_t(0)
+            if ll.llama_state_seq_load_file(self.ctx, str(path).encode(), i, out, self.n_ctx_slot, ctypes.byref(n)):
+                self.slots[i].cache_tokens = list(out[: n.value])
+                restored += 1
+            else:
+                ll.llama_memory_seq_rm(self.mem, i, 0, -1)
+        if restored:
+            log.info("restored %d prompt prefixes (%s tokens)", restored, [len(s.cache_tokens) for s in self.slots[:restored]])
+        return restored
 
     # ---- scheduler loop (engine thread) ----------------------------------------------------
 
