@@ -371,7 +371,10 @@ class LLMEngine:
             self._cond.notify()
         self._thread.join(timeout=30)
         if self.prefix_dir is not None and not self._thread.is_alive():
-            self._save_prefixes()
+            try:
+                self._save_prefixes()
+            except OSError as exc:  # a full or read-only disk: the next start is cold, nothing more
+                log.warning("prompt prefixes not kept: %s", exc)
         ll.llama_batch_free(self.batch)
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)
@@ -401,6 +404,7 @@ class LLMEngine:
             arr = (ll.llama_token * len(toks))(*toks)
             if not ll.llama_state_seq_save_file(self.ctx, str(path).encode(), slot.id, arr, len(toks)):
                 chosen.pop()
+                path.unlink(missing_ok=True)  # a part-written file is never loaded: no manifest names it
             if len(chosen) == PREFIXES_KEPT:
                 break
         if chosen:
