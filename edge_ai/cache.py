@@ -7,13 +7,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
-from typing import Iterator
-
 from edge_ai.engines.store import DiskStore, Entry, Store
 from edge_ai.hit import HitJudge, differing
 from edge_ai.recent import Recent

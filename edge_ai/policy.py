@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_ai.cache import Hit, SemanticCache
 from edge_ai.engines.llm import Task
-from edge_ai.engines.pool import Backend, Broken, Lease, Pool, takes
+from edge_ai.engines.pool import Backend, Broken, Pool, takes
 from edge_ai.local_models import LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Protocol
 import diskcache
 import numpy as np
 
+from edge_ai.errors import EdgeError
 from edge_ai.recent import Recent
 
 
@@ -50,8 +51,12 @@ class Follower(Protocol):
     def reset(self, entries: Iterator[Entry]) -> None: ...  # everything there is now: rebuild from it
 
 
-class StoreUnavailable(RuntimeError):
-    """The store cannot be reached: lookups miss, writes fail (loudly), answers keep flowing."""
+class StoreUnavailable(EdgeError):
+    """The store cannot be reached: lookups miss, writes fail (loudly), answers keep flowing; an admin
+    change that cannot be made is a 503."""
+
+    status = 503
+    kind = "store_unavailable"
 
 
 class Store(ABC):
