@@ -138,7 +138,8 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_at_once(server, path):
                 pass
             assert _slots_busy(server) >= 1
         # the connection is closed here, with hundreds of tokens still to come
+    # ~700 more tokens would take over 10 s here: freed within 5 s (a loaded CI box included) is freed at once
     t = time.monotonic()
     while _slots_busy(server):
-        assert time.monotonic() - t < 2.0, "the slot was still decoding for a client that left"
+        assert time.monotonic() - t < 5.0, "the slot was still decoding for a client that left"
         time.sleep(0.05)
