@@ -6,7 +6,9 @@ llama-server (`cache_prompt`, its default) on the same GGUF.
 
 Both get OpenAI chat requests (streaming, 16 tokens, greedy) with the same text; edge-ai with
 `x-edge-cache: off`, so every answer is computed. Rounds alternate the servers (ABBA) and each round
-restarts both, so "cold" is a fresh process every time.
+restarts both, so "cold" is a fresh process (and, for edge-ai, a fresh cache directory) every time;
+"after restart" is the same server stopped cleanly and started again (edge-ai keeps the longest prompt
+prefixes' KV across it: `keep_prefixes`).
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     threads = str(os.cpu_count() or 2)
-    cache = tempfile.mkdtemp(prefix="edge-ttft-")
+    cache = {"dir": ""}  # a new one each round: "cold" is cold, and "after restart" finds what the round kept
     servers = {
         "edge-ai": (lambda port: [sys.executable, "-m", "edge_ai", "serve", "--port", str(port), "--n-slots", "4",
-                                  "--n-ctx-slot", "8192", "--log-level", "warning", "--model", args.model, "--cache-dir", cache],
+                                  "--n-ctx-slot", "8192", "--log-level", "warning", "--model", args.model, "--cache-dir", cache["dir"]],
                     "/readyz", {"x-edge-cache": "off"}),
     }
     if args.llama_server:
@@ -72,6 +74,7 @@ def main() -> None:
         for name in names if rnd % 2 == 0 else names[::-1]:
             cmd, health, headers = servers[name]
             port = free_port()
+            cache["dir"] = tempfile.mkdtemp(prefix="edge-ttft-")
             for phase in ("cold+warm", "restart"):
                 proc = subprocess.Popen(cmd(port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
