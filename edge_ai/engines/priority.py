@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Callable, TypeVar
 
@@ -17,7 +18,8 @@ T = TypeVar("T")
 
 def lower_priority(nice: int) -> None:
     """Run the calling thread `nice` steps lower than the process."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
+    # Linux only: elsewhere PRIO_PROCESS with a thread id would name a process, not this thread
+    if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
