@@ -213,14 +213,27 @@ class SemanticCache:
             backend=backend,
         )
         try:
-            await asyncio.to_thread(self.store.put, entry)
+            held = await asyncio.to_thread(self._write, entry)
         except Exception:
             self.write_failures += 1  # the caller logs it; the answer is still served
             raise
+        if held is not None:
+            return held
         self.index.add(entry.scope_key, entry.id, vector)
         self._tenant_of[entry.scope_key] = req.tenant
         self._generation += 1  # our own write: nothing to re-index
         return entry
+
+    def _write(self, entry: Entry) -> Entry | None:
+        """Put `entry`, unless it is a local answer and the store now holds another source's for its
+        prompt (then that one). Read past any in-memory copy: `edge-ai warm` or `cache import` in another
+        process may have written it since this process last looked."""
+        if entry.source == "local":
+            held = self.store.read(entry.id)
+            if held is not None and held.source != "local":
+                return held
+        self.store.put(entry)
+        return None
 
     async def score(self, similarity: float, cached: str, asked: str, limit: float) -> float:
         """The hit decision's score of `cached` for `asked`, the stretch where they differ included

@@ -177,3 +177,24 @@ def test_a_cloud_answer_outranks_a_local_one(parts, store_at):
 
     asyncio.run(go())
     cache.close()
+
+
+def test_a_local_answer_never_replaces_one_another_process_wrote_meanwhile(parts, store_at):
+    """`cache import` (another process, another store handle) writes the imported answer while this
+    cache still holds its own local one in memory: a later local answer for the prompt leaves it."""
+    embedder, judge = parts
+    cache = SemanticCache.open(store_at("p"), embedder, judge)
+    other = store_at("p")
+    asked = ask("What is the capital of France?")
+
+    async def go() -> None:
+        await cache.put(asked, Final("a local answer", "stop", 0, 3), "local")
+        assert cache.store.get(asked.exact_key()).answer == "a local answer"  # this process's copy
+        imported = other.get(asked.exact_key())
+        other.put(type(imported)(**{**imported.to_dict(), "answer": "Paris.", "source": "import"}))
+        kept = await cache.put(asked, Final("another local answer", "stop", 0, 3), "local")
+        assert kept is not None and kept.answer == "Paris."
+        assert other.get(asked.exact_key()).answer == "Paris."
+
+    asyncio.run(go())
+    cache.close()
