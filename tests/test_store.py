@@ -53,10 +53,10 @@ def test_memo_is_bounded_and_keeps_the_most_recent(tmp_path, monkeypatch):
 
 
 def test_expired_entries_are_not_served_from_memory(tmp_path):
-    s = Store(tmp_path, ttl=0.2)
+    s = Store(tmp_path, ttl=1.0)  # long enough that a loaded box's stall does not expire it before the get
     s.put(entry("a", created=time.time()))
     assert s.get("a") is not None
-    time.sleep(0.3)
+    time.sleep(1.1)
     assert s.get("a") is None
 
 

@@ -52,10 +52,10 @@ def test_scans_and_counts(store_at):
 
 
 def test_expired_entries_are_gone(store_at):
-    s = store_at(ttl=0.3)
+    s = store_at(ttl=1.0)
     s.put(entry("a"))
     assert s.get("a") is not None
-    time.sleep(0.5)
+    time.sleep(1.2)
     s.expire()
     assert s.get("a") is None and [e.id for e in s] == []
 
