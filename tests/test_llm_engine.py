@@ -255,6 +255,38 @@ def test_a_grammar_request_batched_with_others_is_valid_and_leaves_them_as_they_
         assert isinstance(json.loads(final.text), dict)
 
 
+def test_answers_are_intact_while_another_thread_detokenizes(engine):
+    """The event loop turns tokens into text (a chat template's BOS, a prompt being cut to fit) while the
+    scheduler decodes: neither sees the other's text (a shared buffer once turned "The" into "<|i")."""
+    import threading
+
+    questions = [f"Write one sentence about the number {i}." for i in range(6)]
+    words = engine.tokenize(" zebra quantum xylophone marmalade" * 20)
+    expected = engine.detokenize(words)
+    wrong: list[str] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        while not done.is_set():
+            if (text := engine.detokenize(words)) != expected:
+                wrong.append(text)
+
+    async def go() -> list[str]:
+        tasks = [engine.submit(prompt(engine, q), GREEDY) for q in questions]
+        return [f.text for f in await asyncio.gather(*(t.result() for t in tasks))]
+
+    plain = run(go())
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        mixed = run(go())
+    finally:
+        done.set()
+        thread.join()
+    assert mixed == plain
+    assert wrong == []
+
+
 def test_penalties_and_min_p_are_applied(engine):
     """A repeat penalty changes a greedy answer that repeats itself; a min-p chain samples an answer."""
     p = prompt(engine, "Repeat the word cat ten times.")

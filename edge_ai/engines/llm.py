@@ -275,7 +275,7 @@ class LLMEngine:
         self._cond = threading.Condition()
         self._admitted = 0
         self._stopping = False
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces = threading.local()  # one buffer per thread: the scheduler and the event loop both detokenize
         self.prefix_dir = Path(prefix_dir) if prefix_dir is not None and self.n_swa <= 0 else None
         if self.prefix_dir is not None:
             self._restore_prefixes()
@@ -323,12 +323,17 @@ class LLMEngine:
         return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
 
     def _piece(self, token: int, special: bool = False) -> bytes:
-        n = ll.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
+        # A buffer shared across threads let an event-loop call (a chat template's BOS text, a prompt being
+        # cut) overwrite a decoding slot's piece between the write and the read: "The" came out as "<|i".
+        buf = getattr(self._pieces, "buf", None)
+        if buf is None:
+            buf = self._pieces.buf = ctypes.create_string_buffer(256)
+        n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
             n = ll.llama_token_to_piece(self.vocab, token, big, -n, 0, special)
             return big.raw[:n]
-        return self._piece_buf.raw[:n]
+        return buf.raw[:n]
 
     @property
     def bos_token(self) -> int:
