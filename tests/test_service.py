@@ -246,7 +246,10 @@ def test_max_concurrent_holds_until_a_stream_ends(service):
         assert r.status_code == 429 and r.headers["retry-after"]
         assert "in flight" in r.json()["error"]["message"]
         rest = [line for line in lines if line]
-        assert rest[-1] == "data: [DONE]" and len(rest) > 10  # it was still generating when refused
+        # the held stream is not cut by the refusal: it runs to its finish_reason and [DONE] (how long the
+        # model counts depends on the CPU's numerics, so its length is not asserted)
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("stop", "length")
     assert httpx.get(service.url + "/v1/models", headers={"x-api-key": SINGLE}).status_code == 200
 
 
