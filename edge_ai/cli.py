@@ -409,7 +409,7 @@ def eval_retrieval_cmd(
 
 
 SAMPLING_FIELDS = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float,
-                   "frequency_penalty": float, "presence_penalty": float}
+                   "frequency_penalty": float, "presence_penalty": float, "dry_multiplier": float}
 
 
 def _setting(text: str) -> tuple[str, dict]:
@@ -430,9 +430,9 @@ def eval_answers_cmd(
     model: Optional[str] = typer.Option(None, help="GGUF file or packaged model name (smollm2, gemma3-270m) [default: the configured one]."),
     sampling: list[str] = typer.Option(
         ["defaults:"], help="A sampling setting to measure, NAME:field=value,... (temperature, top_k, top_p, min_p, "
-        "repeat_penalty, frequency_penalty, presence_penalty); `NAME:` sends none, so the server's defaults apply. Repeatable."),
+        "repeat_penalty, frequency_penalty, presence_penalty, dry_multiplier); `NAME:` sends none, so the server's defaults apply. Repeatable."),
     repeats: int = typer.Option(3, help="Times each question is asked (seeds 1..N)."),
-    max_tokens: int = typer.Option(128, help="Answer length limit."),
+    max_tokens: Optional[int] = typer.Option(None, help="Answer length limit [default: none sent, as most clients do: the server's default_max_tokens]."),
     show: bool = typer.Option(False, "--show", help="Print every answer that was not correct, with its verdict."),
     config: Optional[Path] = Config,
 ) -> None:
@@ -456,7 +456,7 @@ def eval_answers_cmd(
         typer.echo(f"error: {runtime.error}", err=True)
         raise typer.Exit(2)
     name = runtime.policy.models.default.name
-    typer.echo(f"model {name}, {len(questions)} questions x {repeats}, max_tokens {max_tokens}")
+    typer.echo(f"model {name}, {len(questions)} questions x {repeats}, max_tokens {max_tokens or runtime.settings.default_max_tokens}")
     typer.echo(f"{'setting':<34} {'correct':>8} {'wrong':>6} {'garbage':>8} {'empty':>6} {'tok/s':>7}")
     for text in sampling:
         label, fields = _setting(text)

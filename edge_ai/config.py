@@ -122,13 +122,15 @@ class Settings(BaseSettings):
 
     # Sampling for requests that send none of these (each one separately), chosen by `edge-ai eval answers`
     # on SmolLM2 (BENCHMARKS.md): greedy with a repeat penalty of 1.2 answered best; llama-server's
-    # temperature 0.8 loses a fifth of the right answers on a 135M model. top_k/top_p/min_p apply only to a
-    # request that asks for a temperature.
+    # temperature 0.8 loses a fifth of the right answers on a 135M model. The repeat penalty sees 64 tokens;
+    # DRY catches the longer loops a 512-token answer falls into (whole paragraphs again). top_k/top_p/min_p
+    # apply only to a request that asks for a temperature.
     temperature: float = Field(0.0, ge=0, le=2, description="default sampling temperature (0 = greedy)")
     top_k: int = Field(40, ge=0, description="default top-k (0 = off)")
     top_p: float = Field(0.95, gt=0, le=1, description="default top-p")
     min_p: float = Field(0.05, ge=0, le=1, description="default min-p")
     repeat_penalty: float = Field(1.2, gt=0, le=10, description="default repeat penalty over the last 64 tokens (1 = off)")
+    dry_multiplier: float = Field(0.5, ge=0, le=10, description="default DRY penalty on repeating a sequence of the answer (0 = off)")
 
     # Semantic cache.
     cache_backend: Literal["disk", "redis"] = Field(

@@ -203,7 +203,7 @@ def read_questions(path: Path) -> list[dict[str, str]]:
 
 
 async def eval_answers(policy: Any, questions: list[dict[str, str]], setting: str, sampling: dict[str, Any],
-                       repeats: int, max_tokens: int, model: str = "eval") -> AnswersResult:
+                       repeats: int, max_tokens: int | None, model: str = "eval") -> AnswersResult:
     """Ask every question `repeats` times (seeds 1..repeats) through the answer policy, cache off, as a
     client would send it: one user turn, the given sampling fields and nothing else."""
     import time

@@ -143,6 +143,7 @@ class LocalModel:
             repeat_penalty=(1.0 if grammar else d.repeat_penalty) if req.repeat_penalty is None else req.repeat_penalty,
             frequency_penalty=req.frequency_penalty or 0.0,
             presence_penalty=req.presence_penalty or 0.0,
+            dry_multiplier=(0.0 if grammar else d.dry_multiplier) if req.dry_multiplier is None else req.dry_multiplier,
             seed=req.seed,
             max_tokens=max_tokens,
             stop=req.stop if grammar is None else (),  # a stop string could cut valid JSON short
@@ -231,7 +232,7 @@ class LocalModels:
                 prefix_dir=Path(s.cache_dir) / "prefixes" / key.stem if s.keep_prefixes else None,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-                                      repeat_penalty=s.repeat_penalty)
+                                      repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier)
             self._by_path[key] = LocalModel(engine, defaults, s.default_system)
         return self._by_path[key]
 

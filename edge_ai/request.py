@@ -99,6 +99,7 @@ class Request:
     repeat_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    dry_multiplier: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False

@@ -287,6 +287,87 @@ def test_answers_are_intact_while_another_thread_detokenizes(engine):
     assert wrong == []
 
 
+def _longest_repeat(engine: LLMEngine, text: str) -> int:
+    """The longest run of tokens that occurs twice in `text`, not crossing DRY's breakers."""
+    tokens = engine.tokenize(text)
+    breaks = [any(c in engine.token_text(t) for c in '\n:"*') for t in tokens]
+    best = 0
+    for i in range(len(tokens)):
+        for j in range(i + 1, len(tokens)):
+            k = 0
+            while j + k < len(tokens) and tokens[i + k] == tokens[j + k] and not breaks[i + k]:
+                k += 1
+            best = max(best, k)
+    return best
+
+
+def test_dry_penalty_breaks_a_loop(engine):
+    """Greedy on a repetitive text loops; DRY (a strong multiplier) leaves no repeat past a few tokens, where
+    the 64-token repeat penalty could not see a loop longer than its window."""
+    looping = engine.tokenize(" apple banana cherry" * 8)
+
+    async def go(dry: float) -> str:
+        return (await engine.submit(looping, SamplingParams(temperature=0, max_tokens=60, dry_multiplier=dry)).result()).text
+
+    assert _longest_repeat(engine, run(go(0.0))) >= 20  # the model loops without it
+    assert _longest_repeat(engine, run(go(2.0))) <= 6  # continuing a repeat of 6 costs 2 x 1.75^4 = 19 logits
+
+
+def test_a_request_gets_the_default_penalties_unless_it_sets_them_or_has_a_grammar(engine):
+    from edge_ai.local_models import LocalModel
+    from edge_ai.request import Constraint, Request
+
+    model = LocalModel(engine, SamplingParams(temperature=0, repeat_penalty=1.2, dry_multiplier=0.5))
+    ask = (Message("user", "hi"),)
+    plain = model.sampling(Request(model="m", messages=ask), 64)
+    assert (plain.repeat_penalty, plain.dry_multiplier, plain.greedy) == (1.2, 0.5, False)
+    own = model.sampling(Request(model="m", messages=ask, repeat_penalty=1.0, dry_multiplier=0.0), 64)
+    assert (own.repeat_penalty, own.dry_multiplier, own.greedy) == (1.0, 0.0, True)  # an argmax again
+    # a JSON answer repeats keys and quotes by nature
+    structured = model.sampling(Request(model="m", messages=ask, constraint=Constraint("json")), 64)
+    assert (structured.repeat_penalty, structured.dry_multiplier) == (1.0, 0.0) and structured.grammar
+
+
+def test_greedy_under_penalties_picks_what_the_chain_picks_over_the_whole_vocabulary(engine):
+    """The few-candidate pick (the answer's own tokens and the best other one) equals the llama.cpp chain
+    run over every token, step after step, also where a penalty is what decides."""
+    import ctypes
+
+    import llama_cpp as ll
+    import numpy as np
+
+    from edge_ai.engines.llm import _penalised_argmax
+
+    rng = np.random.default_rng(7)
+    for params in (SamplingParams(temperature=0, repeat_penalty=1.2, dry_multiplier=0.5),
+                   SamplingParams(temperature=0, repeat_penalty=1.3, frequency_penalty=0.4, presence_penalty=0.2),
+                   SamplingParams(temperature=0, dry_multiplier=2.0)):
+        fast, full = (engine._make_sampler(params) for _ in range(2))  # the second DRY one is a clone
+        seen: set[int] = set()
+        picked_seen = overruled = 0
+        for step in range(300):
+            logits = rng.normal(0, 2, engine.n_vocab).astype(np.float32)
+            recent = list(seen)
+            if recent:  # tokens of the answer often lead: the penalties must decide against them
+                lead = rng.choice(recent, min(len(recent), 4))
+                logits[lead] = logits.max() + rng.uniform(-0.5, 2.0, len(lead))
+            if step % 40 < 12:  # and the answer repeats itself, so DRY has sequences to see
+                logits[[11, 12, 13, 14][step % 4]] += 20
+            cands = engine._candidates(logits)
+            ll.llama_sampler_apply(full, ctypes.byref(cands))
+            expected = int(cands.data[cands.selected].id)
+            got = _penalised_argmax(fast, logits.copy(), seen)
+            assert got == expected, (params, step)
+            picked_seen += got in seen
+            overruled += got != int(logits.argmax())
+            for chain in (fast, full):
+                ll.llama_sampler_accept(chain, got)
+            seen.add(got)
+        assert picked_seen > 20 and overruled > 20  # answer tokens were picked, and penalties overruled the argmax
+        for chain in (fast, full):
+            ll.llama_sampler_free(chain)
+
+
 def test_penalties_and_min_p_are_applied(engine):
     """A repeat penalty changes a greedy answer that repeats itself; a min-p chain samples an answer."""
     p = prompt(engine, "Repeat the word cat ten times.")

@@ -69,6 +69,7 @@ class _Generation(_Wire):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)  # llama-server's extension
     repeat_penalty: float | None = Field(None, gt=0, le=10)  # llama-server's extension
+    dry_multiplier: float | None = Field(None, ge=0, le=10)  # llama-server's extension (0 = off)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
@@ -101,6 +102,7 @@ class _Generation(_Wire):
             repeat_penalty=self.repeat_penalty,
             frequency_penalty=self.frequency_penalty,
             presence_penalty=self.presence_penalty,
+            dry_multiplier=self.dry_multiplier,
             seed=self.seed,
             stop=stop,
             stream=self.stream,

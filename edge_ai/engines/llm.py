@@ -53,6 +53,7 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # llama.cpp's: divides the logit of a token seen in the last 64
     frequency_penalty: float = 0.0  # OpenAI's: less each time a token was seen
     presence_penalty: float = 0.0  # OpenAI's: less once a token was seen
+    dry_multiplier: float = 0.0  # llama.cpp's DRY: penalises continuing a sequence the answer already holds
     seed: int | None = None
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
@@ -60,7 +61,16 @@ class SamplingParams:
 
     @property
     def penalised(self) -> bool:
-        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+        return (self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+                or self.dry_multiplier > 0.0)
+
+    @property
+    def greedy_under_penalties(self) -> bool:
+        """Greedy after penalties that only lower the logits of tokens the answer holds (see _penalised_argmax)."""
+        return (
+            (self.temperature <= 0.0 or self.top_k == 1) and self.penalised and self.grammar is None
+            and self.repeat_penalty >= 1.0 and self.frequency_penalty >= 0.0 and self.presence_penalty >= 0.0
+        )
 
     @property
     def greedy(self) -> bool:
@@ -156,6 +166,7 @@ class Slot:
     n_generated: int = 0
     sampler: ctypes.c_void_p | None = None
     grammar: ctypes.c_void_p | None = None  # checked apart from the sampler chain (see _sample_constrained)
+    seen: set[int] | None = None  # tokens generated so far, when only they can be penalised (_penalised_argmax)
     decoder: codecs.IncrementalDecoder | None = None
     matcher: StopMatcher | None = None
     started: int = 0  # admission order, for fair prefill
@@ -270,6 +281,7 @@ class LLMEngine:
         np.ctypeslib.as_array(self.batch.n_seq_id, shape=(n_batch,))[:] = 1
 
         self.slots = [Slot(i) for i in range(n_slots)]
+        self._dry_templates: dict[float, ctypes.c_void_p] = {}  # DRY multiplier -> a sampler to clone (_dry)
         self.stats = EngineStats()
         self._waiting: deque[Task] = deque()
         self._cond = threading.Condition()
@@ -380,6 +392,8 @@ class LLMEngine:
                 self._save_prefixes()
             except OSError as exc:  # a full or read-only disk: the next start is cold, nothing more
                 log.warning("prompt prefixes not kept: %s", exc)
+        for template in self._dry_templates.values():
+            ll.llama_sampler_free(template)
         ll.llama_batch_free(self.batch)
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)
@@ -491,8 +505,9 @@ class LLMEngine:
             slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             slot.matcher = StopMatcher(task.params.stop)
             slot.sampler = slot.grammar = None
+            slot.seen = set() if task.params.greedy_under_penalties else None
             try:  # a sampler that cannot be made fails its task, never the engine thread
-                slot.sampler = None if task.params.greedy else _make_sampler(task.params, self.n_vocab)
+                slot.sampler = None if task.params.greedy else self._make_sampler(task.params)
                 if task.params.grammar:
                     slot.grammar = _make_grammar(self.vocab, task.params.grammar)
             except Exception as exc:
@@ -516,6 +531,23 @@ class LLMEngine:
         if keep == 0 or self.n_swa <= 0:
             return True
         return 0 <= ll.llama_memory_seq_pos_min(self.mem, seq) <= max(0, keep - self.n_swa)
+
+    def _make_sampler(self, p: SamplingParams) -> ctypes.c_void_p:
+        return _make_sampler(p, self.n_vocab, self._dry(p.dry_multiplier) if p.dry_multiplier > 0.0 else None)
+
+    def _dry(self, multiplier: float) -> ctypes.c_void_p:
+        """A fresh DRY sampler. Making one scans the vocabulary for its breakers (~14 ms, on the scheduler
+        thread, for every request); a clone of one made before costs ~0.03 ms."""
+        template = self._dry_templates.get(multiplier)
+        if template is not None:
+            return ll.llama_sampler_clone(template)
+        breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
+        made = ll.llama_sampler_init_dry(
+            self.vocab, multiplier, DRY_BASE, DRY_ALLOWED_LENGTH, self.n_ctx_slot, breakers, len(DRY_BREAKERS))
+        if len(self._dry_templates) >= DRY_TEMPLATES_KEPT:  # clients can send any multiplier: keep a few
+            return made
+        self._dry_templates[multiplier] = made
+        return ll.llama_sampler_clone(made)
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -580,6 +612,11 @@ class LLMEngine:
         elif slot.sampler is None:
             logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
             token = int(logits.argmax())
+        elif slot.seen is not None:
+            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
+            token = _penalised_argmax(slot.sampler, logits, slot.seen)
+            ll.llama_sampler_accept(slot.sampler, token)
+            slot.seen.add(token)
         else:
             token = ll.llama_sampler_sample(slot.sampler, self.ctx, row)
         slot.n_generated += 1
@@ -619,7 +656,7 @@ class LLMEngine:
     def _candidates(self, logits: np.ndarray) -> "ll.llama_token_data_array":
         if getattr(self, "_cand_buf", None) is None:
             self._cand_buf = (ll.llama_token_data * self.n_vocab)()
-            self._cand_np = np.frombuffer(self._cand_buf, np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+            self._cand_np = np.frombuffer(self._cand_buf, _TOKEN_DATA)
             self._cand_ids = np.arange(self.n_vocab, dtype=np.int32)
         self._cand_np["id"] = self._cand_ids  # samplers sort and cut the buffer in place: refill it all
         self._cand_np["logit"] = logits
@@ -648,6 +685,7 @@ class LLMEngine:
             ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
             slot.cache_tokens.clear()
         slot.task, slot.sampler, slot.grammar, slot.pending, slot.decoder, slot.matcher = None, None, None, None, None, None
+        slot.seen = None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -658,13 +696,23 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _make_sampler(p: SamplingParams, n_vocab: int) -> ctypes.c_void_p:
-    """llama-server's order: penalties, top-k, top-p, min-p, temperature, then the draw (or greedy)."""
+# llama-server's DRY settings apart from the multiplier: a repeat of 2 tokens is free, each further token
+# multiplies the penalty by 1.75, and a match does not run across a line break, colon, quote or asterisk.
+DRY_BASE, DRY_ALLOWED_LENGTH = 1.75, 2
+DRY_BREAKERS = (b"\n", b":", b'"', b"*")
+DRY_TEMPLATES_KEPT = 4
+
+
+def _make_sampler(p: SamplingParams, n_vocab: int, dry: ctypes.c_void_p | None = None) -> ctypes.c_void_p:
+    """llama-server's order: penalties, DRY (`dry`, which the chain then owns), top-k, top-p, min-p,
+    temperature, then the draw (or greedy)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-    if p.penalised:
+    if p.repeat_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
         ll.llama_sampler_chain_add(
             chain, ll.llama_sampler_init_penalties(n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
         )
+    if dry is not None:
+        ll.llama_sampler_chain_add(chain, dry)
     if p.temperature <= 0.0 or p.top_k == 1:
         ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
         return chain
@@ -678,6 +726,28 @@ def _make_sampler(p: SamplingParams, n_vocab: int) -> ctypes.c_void_p:
     seed = p.seed if p.seed is not None else int.from_bytes(os.urandom(4), "little")
     ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+def _penalised_argmax(chain: ctypes.c_void_p, logits: np.ndarray, seen: set[int]) -> int:
+    """What a greedy chain of lowering penalties (repeat >= 1, DRY, positive frequency/presence) picks from
+    the whole vocabulary, found among a few candidates. Such penalties touch only tokens the answer already
+    holds (`seen`), so the pick is one of those or the best of all the others. The chain over all 49k-262k
+    tokens cost ~0.5 ms a slot a step (BENCHMARKS.md); this is the same answer for a fraction of that."""
+    held = np.fromiter(seen, np.int32, len(seen))
+    kept = logits[held]
+    logits[held] = -np.inf
+    best_other = int(logits.argmax())
+    logits[held] = kept
+    ids = np.sort(np.append(held, np.int32(best_other)))  # in id order, as the full array: ties go the same way
+    buf = (ll.llama_token_data * len(ids))()
+    view = np.frombuffer(buf, _TOKEN_DATA)
+    view["id"], view["logit"], view["p"] = ids, logits[ids], 0.0
+    cands = ll.llama_token_data_array(buf, len(ids), -1, False)
+    ll.llama_sampler_apply(chain, ctypes.byref(cands))
+    return int(cands.data[cands.selected].id)
 
 
 def _make_grammar(vocab: ctypes.c_void_p, grammar: str) -> ctypes.c_void_p:

@@ -3,6 +3,7 @@ when decoding B streams at once, and edge-ai's own work per step (batch building
 handing text to the event loop), i.e. the wall time of a step outside llama_decode.
 
     .venv/bin/python scripts/bench/engine_core.py [--model PATH] [--batches 1 4 16] [--reps 3]
+        [--repeat-penalty 1.2 --dry 0.5]   # the shipped defaults' sampler chain instead of an argmax
 
 The last line is the ceiling this leaves for llm_throughput.py's workload (prompts of the same shape, 64
 tokens each): completion tokens / (prompt tokens x prefill cost + completion tokens x decode cost). When
@@ -17,6 +18,7 @@ import asyncio
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 from edge_ai.engines.llm import LLMEngine, SamplingParams  # noqa: E402
 
 
-async def run(engine: LLMEngine, prompts: list[str], max_tokens: int) -> dict[str, float]:
+async def run(engine: LLMEngine, prompts: list[str], max_tokens: int, sampling: SamplingParams) -> dict[str, float]:
     """All prompts at once; what the engine's counters moved by."""
     st = engine.stats
     before = (st.steps, st.decode_s, st.prompt_tokens, st.generated_tokens)
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    params = replace(sampling, max_tokens=max_tokens)
     t0 = time.perf_counter()
     tasks = [engine.submit(engine.tokenize(p, add_bos=True), params) for p in prompts]
     await asyncio.gather(*(t.result() for t in tasks))
@@ -43,7 +45,10 @@ async def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--repeat-penalty", type=float, default=1.0)
+    ap.add_argument("--dry", type=float, default=0.0, help="DRY multiplier")
     args = ap.parse_args()
+    sampling = SamplingParams(temperature=0.0, repeat_penalty=args.repeat_penalty, dry_multiplier=args.dry)
     engine = LLMEngine(args.model, n_slots=max(args.batches), n_ctx_slot=4096)
     serial = 0
 
@@ -52,16 +57,17 @@ async def main() -> None:
         serial += 1
         return [f"Story {serial}-{i}. Once upon a time, in a village by the sea," for i in range(b)]
 
-    await run(engine, prompts(2), 8)  # warm-up
-    print(f"{Path(args.model).name}, {args.tokens} tokens a stream, best of {args.reps} (median in brackets)")
+    await run(engine, prompts(2), 8, sampling)  # warm-up
+    how = "argmax" if sampling.greedy else f"greedy sampler chain, repeat {args.repeat_penalty}, DRY {args.dry}"
+    print(f"{Path(args.model).name}, {how}, {args.tokens} tokens a stream, best of {args.reps} (median in brackets)")
     print(f"{'B':>3} {'prefill ms/token':>17} {'decode ms/step':>15} {'ms/token':>9} {'own ms/step':>12} {'tok/s':>7}")
     costs: dict[int, tuple[float, float]] = {}
     for b in args.batches:
         pre, dec, own, tps = [], [], [], []
         for _ in range(args.reps):
             # the same prompt shape with 1 token and with --tokens: the difference is decode steps alone
-            one = await run(engine, prompts(b), 1)
-            full = await run(engine, prompts(b), args.tokens)
+            one = await run(engine, prompts(b), 1, sampling)
+            full = await run(engine, prompts(b), args.tokens, sampling)
             pre.append(one["decode_s"] / one["prompt"] * 1000)
             dec.append((full["decode_s"] - one["decode_s"]) / (full["steps"] - one["steps"]) * 1000)
             own.append((full["wall"] - full["decode_s"]) / full["steps"] * 1000)
