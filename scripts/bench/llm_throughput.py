@@ -6,7 +6,7 @@ C clients send streaming /v1/completions requests of --tokens tokens (distinct p
 gets a prompt-cache advantage) and we record time to first token (TTFT) and aggregate completion
 tokens/s. edge-ai gets `x-edge-cache: off`, so every answer is computed.
 
-    .venv/bin/python scripts/bench/llm_throughput.py [--llama-server PATH] [--levels 1 4 16]
+    .venv/bin/python scripts/bench/llm_throughput.py [--llama-server PATH] [--levels 1 4 16] [--sampling shipped]
 
 llama-server is built for the benchmark only (never installed by the product), with cmake from the
 `vendor/llama.cpp` source inside the llama-cpp-python sdist: scripts/bench/build_llama_server.sh.
@@ -51,11 +51,19 @@ def wait_up(url: str, proc: subprocess.Popen, path: str) -> None:
     raise RuntimeError("server did not come up")
 
 
-def one_request(client: httpx.Client, url: str, prompt: str, tokens: int, headers: dict) -> tuple[float, int, float]:
+# What every request sends. `engine`: greedy with no penalty on both, so the engines are compared and not
+# their default samplers. `shipped`: edge-ai's defaults for a client that sends none (greedy, repeat penalty
+# 1.2 over 64 tokens, DRY 0.5), sent to both servers explicitly (llama-server's other DRY settings are ours).
+SAMPLING = {
+    "engine": {"temperature": 0, "repeat_penalty": 1.0},
+    "shipped": {"temperature": 0, "repeat_penalty": 1.2, "dry_multiplier": 0.5},
+}
+
+
+def one_request(client: httpx.Client, url: str, prompt: str, tokens: int, headers: dict, sampling: dict) -> tuple[float, int, float]:
     # No ignore_eos (llama-server's extension, not edge-ai's): the prompts are story openings both servers
-    # continue for the whole length, and each side's real completion tokens are counted. repeat_penalty 1
-    # on both: the engines are compared, not their default samplers.
-    body = {"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "repeat_penalty": 1.0, "stream": True,
+    # continue for the whole length, and each side's real completion tokens are counted.
+    body = {"model": "m", "prompt": prompt, "max_tokens": tokens, **sampling, "stream": True,
             "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     ttft, chunks, usage = None, 0, None
@@ -75,7 +83,7 @@ def one_request(client: httpx.Client, url: str, prompt: str, tokens: int, header
     return (ttft or 0.0) * 1000, usage or chunks, time.perf_counter() - t0
 
 
-def run_level(url: str, clients: int, per_client: int, tokens: int, headers: dict, tag: str) -> dict:
+def run_level(url: str, clients: int, per_client: int, tokens: int, headers: dict, tag: str, sampling: dict) -> dict:
     ttfts: list[float] = []
     total, errors = [0], [0]
     lock = threading.Lock()
@@ -85,7 +93,7 @@ def run_level(url: str, clients: int, per_client: int, tokens: int, headers: dic
             for i in range(per_client):
                 prompt = f"Story {tag}-{c}-{i}. Once upon a time, in a village by the sea,"
                 try:
-                    ttft, n, _ = one_request(client, url, prompt, tokens, headers)
+                    ttft, n, _ = one_request(client, url, prompt, tokens, headers, sampling)
                 except httpx.HTTPError:
                     with lock:
                         errors[0] += 1
@@ -120,7 +128,9 @@ def main() -> None:
     ap.add_argument("--llama-args", default="--no-repack", help="extra flags for llama-server")
     ap.add_argument("--reps", type=int, default=2, help="runs per level of edge-ai and llama-server, in ABBA order (averaged)")
     ap.add_argument("--reps-all", action="store_true", help="llama-cpp-python's server too takes part in every ABBA round")
+    ap.add_argument("--sampling", choices=sorted(SAMPLING), default="engine", help="what each request sends (see SAMPLING)")
     args = ap.parse_args()
+    sampling = SAMPLING[args.sampling]
     threads = str(os.cpu_count() or 2)
     slots = str(max(args.levels))
     servers = {
@@ -147,7 +157,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             procs[name] = (proc, url, headers)
             wait_up(url, proc, health)
-            run_level(url, 1, 2, 8, headers, "warm")
+            run_level(url, 1, 2, 8, headers, "warm", sampling)
             results[name] = {c: [] for c in args.levels}
         for c in args.levels:
             per = max(1, args.requests // c)
@@ -158,7 +168,7 @@ def main() -> None:
             order += ["llama-cpp-python"] if "llama-cpp-python" in procs and not args.reps_all else []
             for name in order:
                 _, url, headers = procs[name]
-                r = run_level(url, c, per, args.tokens, headers, f"{name}{c}{len(results[name][c])}")
+                r = run_level(url, c, per, args.tokens, headers, f"{name}{c}{len(results[name][c])}", sampling)
                 results[name][c].append(r)
                 print(f"{name:<18} c={c:<3} {r['tok_s']:7.1f} tok/s  {r['tok_per_req']:5.1f} tok/req  TTFT p50 {r['ttft_p50']:7.0f} ms  p95 {r['ttft_p95']:7.0f} ms"
                       f"  failed requests {r['errors']}", flush=True)
@@ -167,7 +177,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     avg = {n: {c: {k: statistics.mean(r[k] for r in rs) for k in ("tok_s", "ttft_p50", "ttft_p95")} for c, rs in by.items()} for n, by in results.items()}
-    print(f"\n{args.tokens} tokens/request, {os.cpu_count()} CPUs, {Path(args.model).name}")
+    print(f"\n{args.tokens} tokens/request, {os.cpu_count()} CPUs, {Path(args.model).name}, sampling {args.sampling} {sampling}")
     header = f"{'server':<18}" + "".join(f"{'c=' + str(c) + ' tok/s':>13}{'TTFT p50/p95 ms':>18}" for c in args.levels)
     print(header)
     for name, by in avg.items():
