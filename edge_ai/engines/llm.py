@@ -544,6 +544,8 @@ class LLMEngine:
         breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
         made = ll.llama_sampler_init_dry(
             self.vocab, multiplier, DRY_BASE, DRY_ALLOWED_LENGTH, self.n_ctx_slot, breakers, len(DRY_BREAKERS))
+        if not made:
+            raise EngineError("the DRY sampler could not be made")
         if len(self._dry_templates) >= DRY_TEMPLATES_KEPT:  # clients can send any multiplier: keep a few
             return made
         self._dry_templates[multiplier] = made
