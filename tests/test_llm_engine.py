@@ -342,7 +342,7 @@ def test_greedy_under_penalties_picks_what_the_chain_picks_over_the_whole_vocabu
     for params in (SamplingParams(temperature=0, repeat_penalty=1.2, dry_multiplier=0.5),
                    SamplingParams(temperature=0, repeat_penalty=1.3, frequency_penalty=0.4, presence_penalty=0.2),
                    SamplingParams(temperature=0, dry_multiplier=2.0)):
-        fast, full = (engine._make_sampler(params) for _ in range(2))  # the second DRY one is a clone
+        fast, full = (engine._sampler_for(params) for _ in range(2))  # the second DRY one is a clone
         seen: set[int] = set()
         picked_seen = overruled = 0
         for step in range(300):

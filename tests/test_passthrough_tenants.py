@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import get_args
 
 import anthropic
 import httpx
 import pytest
 
+from edge_ai.config import Settings
 from edge_ai.fake_cloud import FakeCloud
 from tests.conftest import Server
 
 KEY_A, KEY_B = "sk-ant-customer-a-1111", "sk-ant-customer-b-2222"
+# the setting's two values, as the settings class spells them: a tenant per key, or one cache for the site
+PER_KEY, ONE_CACHE = get_args(Settings.model_fields["passthrough_tenancy"].annotation)
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +45,14 @@ first_byte_timeout = 2.0
 
 @pytest.fixture(scope="module")
 def per_key(cloud, tmp_path_factory):
-    srv = gateway(cloud, tmp_path_factory.mktemp("perkey"), "per_key")
+    srv = gateway(cloud, tmp_path_factory.mktemp("perkey"), PER_KEY)
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
 def one_cache(cloud, tmp_path_factory):
-    srv = gateway(cloud, tmp_path_factory.mktemp("onecache"), "shared")
+    srv = gateway(cloud, tmp_path_factory.mktemp("onecache"), ONE_CACHE)
     yield srv
     srv.stop()
 
@@ -90,7 +94,7 @@ def test_each_passed_through_key_is_its_own_tenant(cloud, per_key):
     assert KEY_A not in per_key.log.read_text()
 
 
-def test_shared_tenancy_serves_one_cache_across_the_sites_keys(cloud, one_cache):
+def test_one_cache_tenancy_serves_the_same_answers_across_the_sites_keys(cloud, one_cache):
     cloud.set("healthy")
     question = f"Where is the office? ({uuid.uuid4().hex[:6]})"
     assert ask(one_cache, KEY_A, question)[0] == "cloud"

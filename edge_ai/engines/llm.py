@@ -60,9 +60,13 @@ class SamplingParams:
     grammar: str | None = None  # GBNF the answer must match (structured output, forced tool calls)
 
     @property
+    def counts_penalised(self) -> bool:
+        """A penalty on tokens by how often they were seen (llama.cpp's penalties sampler)."""
+        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+
+    @property
     def penalised(self) -> bool:
-        return (self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
-                or self.dry_multiplier > 0.0)
+        return self.counts_penalised or self.dry_multiplier > 0.0
 
     @property
     def greedy_under_penalties(self) -> bool:
@@ -507,7 +511,7 @@ class LLMEngine:
             slot.sampler = slot.grammar = None
             slot.seen = set() if task.params.greedy_under_penalties else None
             try:  # a sampler that cannot be made fails its task, never the engine thread
-                slot.sampler = None if task.params.greedy else self._make_sampler(task.params)
+                slot.sampler = None if task.params.greedy else self._sampler_for(task.params)
                 if task.params.grammar:
                     slot.grammar = _make_grammar(self.vocab, task.params.grammar)
             except Exception as exc:
@@ -532,7 +536,7 @@ class LLMEngine:
             return True
         return 0 <= ll.llama_memory_seq_pos_min(self.mem, seq) <= max(0, keep - self.n_swa)
 
-    def _make_sampler(self, p: SamplingParams) -> ctypes.c_void_p:
+    def _sampler_for(self, p: SamplingParams) -> ctypes.c_void_p:
         return _make_sampler(p, self.n_vocab, self._dry(p.dry_multiplier) if p.dry_multiplier > 0.0 else None)
 
     def _dry(self, multiplier: float) -> ctypes.c_void_p:
@@ -612,11 +616,9 @@ class LLMEngine:
         if slot.grammar is not None:
             token = self._sample_constrained(slot, row)
         elif slot.sampler is None:
-            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
-            token = int(logits.argmax())
+            token = int(self._logits(row).argmax())
         elif slot.seen is not None:
-            logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
-            token = _penalised_argmax(slot.sampler, logits, slot.seen)
+            token = _penalised_argmax(slot.sampler, self._logits(row), slot.seen)
             ll.llama_sampler_accept(slot.sampler, token)
             slot.seen.add(token)
         else:
@@ -639,7 +641,7 @@ class LLMEngine:
         grammar applied to the whole vocabulary and the sample drawn again. Checking a grammar over 49k-262k
         candidates on every step would hold up every other slot's step (llama.cpp's server does the same)."""
         assert slot.sampler is not None and slot.grammar is not None
-        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
+        logits = self._logits(row)
         cands = self._candidates(logits)
         ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))
         token = int(cands.data[cands.selected].id)
@@ -654,6 +656,10 @@ class LLMEngine:
         ll.llama_sampler_accept(slot.grammar, token)
         ll.llama_sampler_accept(slot.sampler, token)
         return token
+
+    def _logits(self, row: int) -> np.ndarray:
+        """The last step's logits of batch row `row`, in place (llama.cpp's buffer, rewritten by each decode)."""
+        return np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, row), shape=(self.n_vocab,))
 
     def _candidates(self, logits: np.ndarray) -> "ll.llama_token_data_array":
         if getattr(self, "_cand_buf", None) is None:
@@ -709,7 +715,7 @@ def _make_sampler(p: SamplingParams, n_vocab: int, dry: ctypes.c_void_p | None =
     """llama-server's order: penalties, DRY (`dry`, which the chain then owns), top-k, top-p, min-p,
     temperature, then the draw (or greedy)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-    if p.repeat_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
+    if p.counts_penalised:
         ll.llama_sampler_chain_add(
             chain, ll.llama_sampler_init_penalties(n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
         )
