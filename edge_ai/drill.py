@@ -56,7 +56,7 @@ def _fmt(s: float | None) -> str:
 
 def run_drill(
     *, failure: str = "status", code: int = 529, phase_s: float = 8.0, clients: int = 4, max_tokens: int = 16,
-    model: str | None = None, port: int = 0,
+    model: str | None = None, port: int = 0, settle_s: float = 60.0,
 ) -> DrillReport:
     import uvicorn
 
@@ -107,20 +107,23 @@ def run_drill(
             pool.submit(client, i)
         time.sleep(phase_s)
 
+        # Each phase lasts phase_s, and the outage and the recovery last until the breakers have done what
+        # they are for (up to `settle_s` more): on a loaded box the consecutive failures that open a breaker
+        # can take longer than a phase. The times reported are the breakers' own recorded transitions.
         phase["name"] = "outage"
+        t0 = time.time()
         if failure == "status":
             cloud.set("status", code=code)
         else:
             cloud.set(failure, delay=5.0, cut_after=4)
-        t0 = time.monotonic()
-        report.breaker_open_s = _wait_state(url, "open", phase_s, t0)
-        time.sleep(max(0.0, phase_s - (time.monotonic() - t0)))
+        _wait_until(url, lambda ups: _first(ups, "open", t0) is not None, phase_s, phase_s + settle_s, t0)
+        report.breaker_open_s = _since(_first(_upstreams(url), "open", t0), t0)
 
         phase["name"] = "recovery"
+        t1 = time.time()
         cloud.set("healthy")
-        t1 = time.monotonic()
-        report.recover_s = _wait_state(url, "closed", phase_s + settings.breaker_cooldown, t1, all_upstreams=True)
-        time.sleep(max(0.0, phase_s - (time.monotonic() - t1)))
+        _wait_until(url, lambda ups: _recovered(ups, t1) is not None, phase_s, phase_s + settings.breaker_cooldown + settle_s, t1)
+        report.recover_s = _since(_recovered(_upstreams(url), t1), t1)
         stop.set()
         pool.shutdown(wait=True)
     finally:
@@ -170,11 +173,32 @@ def _wait_ready(url: str) -> None:
     raise RuntimeError("edge-ai did not become ready")
 
 
-def _wait_state(url: str, state: str, limit: float, since: float, all_upstreams: bool = False) -> float | None:
-    while time.monotonic() - since < limit:
-        ups = httpx.get(url + "/readyz", timeout=5).json().get("upstreams", [])
-        states = [u["state"] for u in ups]
-        if (all(s == state for s in states) if all_upstreams else state in states):
-            return time.monotonic() - since
-        time.sleep(0.05)
-    return None
+def _upstreams(url: str) -> list[dict]:
+    return httpx.get(url + "/readyz", timeout=10).json().get("upstreams", [])
+
+
+def _first(ups: list[dict], state: str, since: float) -> float | None:
+    """When the first breaker entered `state` at or after `since` (wall clock), from the recorded transitions."""
+    times = [t["at"] for u in ups for t in u.get("transitions", []) if t["state"] == state and t["at"] >= since]
+    return min(times) if times else None
+
+
+def _recovered(ups: list[dict], since: float) -> float | None:
+    """When every breaker is closed again: the latest close after `since`, or None while one is not closed."""
+    if not ups or any(u["state"] != "closed" for u in ups):
+        return None
+    closes = [t["at"] for u in ups for t in u.get("transitions", []) if t["state"] == "closed" and t["at"] >= since]
+    return max(closes, default=since)
+
+
+def _since(at: float | None, t0: float) -> float | None:
+    return None if at is None else max(0.0, at - t0)
+
+
+def _wait_until(url: str, done, at_least: float, at_most: float, since: float) -> None:
+    """Run the phase for `at_least` seconds and until `done(upstreams)`, at most `at_most` seconds."""
+    while True:
+        elapsed = time.time() - since
+        if elapsed >= at_most or (elapsed >= at_least and done(_upstreams(url))):
+            return
+        time.sleep(0.1)

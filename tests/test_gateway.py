@@ -10,10 +10,11 @@ import httpx
 import openai
 import pytest
 
+from edge_ai.engines.upstream import Breaker
 from edge_ai.fake_cloud import FakeCloud
 from tests.conftest import Server
 
-COOLDOWN = 3.0  # longer than a few local answers take, so an open breaker stays open while tested
+COOLDOWN = 5.0  # longer than a few local answers take on a loaded box, so an open breaker stays open while tested
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,8 @@ def q(text: str) -> str:
 
 def wait_written(gateway, before: int) -> None:
     """Write-through runs after the answer went out; wait until it has landed."""
-    for _ in range(100):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         if gateway.status()["cache"]["entries"] > before:
             return
         time.sleep(0.05)
@@ -260,3 +262,21 @@ def test_connection_refused_falls_back(tmp_path):
         assert "connection refused" in raw.headers["x-edge-fallback"]
     finally:
         srv.stop()
+
+
+def test_the_breaker_records_each_transition_when_it_happens():
+    """The drill and operators read when a breaker opened and closed from these records, not from a poll."""
+    b = Breaker(failures=2, cooldown=0.0)
+    t0 = time.time()
+    b.failure("status 529")
+    assert b.status()["transitions"] == []  # one failure is below the threshold
+    b.failure("status 529")
+    b.failure("status 529")  # already open: no second record
+    assert [t["state"] for t in b.status()["transitions"]] == ["open"]
+    assert b.allow()  # cooldown 0: half-open, this request probes
+    assert not b.allow()  # and only this one
+    b.success()
+    states = [t["state"] for t in b.status()["transitions"]]
+    assert states == ["open", "half_open", "closed"]
+    ats = [t["at"] for t in b.status()["transitions"]]
+    assert ats == sorted(ats) and ats[0] >= t0 - 0.01

@@ -75,6 +75,13 @@ def test_score_is_the_similarity_less_penalties(parts):
     ("Why is this wrong?\n```python\ndef area(w, h):\n    return w + h\n```",
      "Why is this wrong?\n```python\ndef area(w, h):\n    return w * h\n```"),  # code must match
     ("Will it rain?", "Won't it rain?"),
+    # the same numbers in another order: a score, a range, a version, a date
+    ("The match ended 2-1. Who won, the home team or the away team?",
+     "The match ended 1-2. Who won, the home team or the away team?"),
+    ("Crash test question 1-0: name a colour.", "Crash test question 0-1: name a colour."),
+    ("What is 10 - 3?", "What is 3 - 10?"),
+    ("What changed from Python 3.11 to 3.12?", "What changed from Python 3.12 to 3.11?"),
+    ("What happened on 3/4/2021?", "What happened on 4/3/2021?"),
 ])
 def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     assert contradicts(cached, asked)
@@ -94,6 +101,10 @@ def test_vetoes_hold_whatever_the_model_says(parts, cached, asked):
     ("Is the shop open on Sunday?", "Is the shop open on Sundays?"),  # a plural is the same name
     ("Why should we stop animal abuse?", "Why we should stop animal abuse?"),  # neighbours swapped
     ("Why is this wrong?\n```\nx = f(1)\n```", "Why is this wrong?\n```\nx  =  f(1)\n\n```"),  # code, spaced otherwise
+    ("What is 7 times 7?", "What do you get when you multiply 7 by 7?"),  # a number said twice is one number
+    ("Should I buy the 2016 or 2015 MacBook Pro?", "Should I get the 2015 MacBook Pro or the 2016 MacBook Pro?"),  # a list
+    ("What will the ban of 500 and 1000 rupee notes do to the economy?",
+     "What will the ban of 1000 and 500 rupee notes do to the economy?"),
     ("The layout is:\n```\ndata/train/a.mp3\ndata/test/b.mp3\n```", "The layout is as follows:\ndata/train/a.mp3\ndata/test/b.mp3"),  # unfenced
 ])
 def test_what_does_not_change_the_answer_is_no_veto(parts, cached, asked):

@@ -20,7 +20,7 @@ def entry(id_: str, answer: str = "an answer", scope_key: str = "s") -> Entry:
                  vector=np.arange(4, dtype=np.float32).tobytes())
 
 
-def eventually(check, timeout: float = 5.0) -> None:
+def eventually(check, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "not within the time allowed"
@@ -108,9 +108,9 @@ def test_a_replica_follows_writes_and_deletes_of_another(pair):
     assert seen.ids == {"before"}  # rebuilt from Redis at start
     a.put(entry("x"))
     a.put(entry("y"))
-    eventually(lambda: seen.ids == {"before", "x", "y"}, 2.0)
+    eventually(lambda: seen.ids == {"before", "x", "y"})
     a.delete("x")
-    eventually(lambda: seen.ids == {"before", "y"}, 2.0)
+    eventually(lambda: seen.ids == {"before", "y"})
 
 
 def test_a_flush_is_noticed_and_nothing_gone_is_served(pair, redis_server):
@@ -155,8 +155,8 @@ def test_redis_down_misses_and_refuses_writes_then_catches_up(redis_server):
     redis_server.restart()  # without persistence: everything is gone
     t = time.monotonic()
     assert b.get("x") is None  # quickly: down (refused) or restarted (gone), never the stale entry
-    assert time.monotonic() - t < 1.0
-    eventually(lambda: b.available and seen.ids == set(), 10.0)  # reconnected, rebuilt
+    assert time.monotonic() - t < 5.0  # the store's 0.5 s socket timeout, not redis-py's default of none
+    eventually(lambda: b.available and seen.ids == set())  # reconnected, rebuilt
     a.put(entry("y"))  # a's own next call finds the new server
     eventually(lambda: seen.ids == {"y"})
     a.close()

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -37,7 +37,11 @@ class UpstreamFailure(Exception):
 
 
 class Breaker:
-    """closed -> (N consecutive failures) -> open -> (cooldown) -> half-open: one probe -> closed | open."""
+    """closed -> (N consecutive failures) -> open -> (cooldown) -> half-open: one probe -> closed | open.
+
+    Every change of state is recorded where it happens, with its wall-clock time: an operator (or the
+    outage drill) reads when the breaker opened and closed, not what a poll of the state happened to see.
+    """
 
     def __init__(self, failures: int, cooldown: float) -> None:
         self.threshold, self.cooldown = failures, cooldown
@@ -47,12 +51,18 @@ class Breaker:
         self.last_error: str | None = None
         self._probing = False
         self.outcomes: Counter[str] = Counter()  # "ok" and failure kinds (failure_kind), for metrics
+        self.transitions: deque[tuple[float, str]] = deque(maxlen=32)  # (time.time(), new state)
+
+    def _enter(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.transitions.append((time.time(), state))
 
     def allow(self) -> bool:
         if self.state == "closed":
             return True
         if self.state == "open" and time.monotonic() - self.opened_at >= self.cooldown:
-            self.state = "half_open"
+            self._enter("half_open")
         if self.state == "half_open" and not self._probing:
             self._probing = True  # exactly one request probes; the rest go local without waiting
             return True
@@ -61,7 +71,8 @@ class Breaker:
     def success(self) -> None:
         if self.state != "closed":
             log.info("upstream recovered: breaker closed")
-        self.state, self.failures, self._probing = "closed", 0, False
+        self._enter("closed")
+        self.failures, self._probing = 0, False
         self.outcomes["ok"] += 1
 
     def failure(self, reason: str) -> None:
@@ -72,14 +83,17 @@ class Breaker:
         if self.state == "half_open" or self.failures >= self.threshold:
             if self.state != "open":
                 log.warning("upstream breaker open after %d failures: %s", self.failures, reason)
-            self.state, self.opened_at = "open", time.monotonic()
+            self._enter("open")
+            self.opened_at = time.monotonic()
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "consecutive_failures": self.failures, "last_error": self.last_error}
+        return {"state": self.state, "consecutive_failures": self.failures, "last_error": self.last_error,
+                "transitions": [{"at": round(at, 3), "state": state} for at, state in self.transitions]}
 
     def reset(self) -> None:
         """An operator's reset: the next request goes to the cloud again."""
-        self.state, self.failures, self._probing, self.opened_at = "closed", 0, False, 0.0
+        self._enter("closed")
+        self.failures, self._probing, self.opened_at = 0, False, 0.0
 
 
 def failure_kind(reason: str) -> str:

@@ -61,6 +61,10 @@ NEAR_MISSES = [
      'Sort this list descending: 5, 3, 9'),
     ('Which stores are open on Monday?',
      'Which stores are open on Tuesday?'),
+    # the same numbers in another order (a score, a versus pair)
+    ('The match ended 2-1. Who won, the home team or the away team?',
+     'The match ended 1-2. Who won, the home team or the away team?'),
+    ('Crash test question 1-0: name a colour.', 'Crash test question 0-1: name a colour.'),
 ]
 PARAPHRASES = [
     ('How do I reset my password?',
