@@ -110,10 +110,14 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
-    # CPU priorities (Linux nice, per thread): the event loop first, the embedder next, decoding last, so
-    # cache hits keep their CPU while the model is saturated (RELIABILITY.md: the surge drill).
-    decode_nice: int = Field(10, ge=0, le=19, description="how much lower than the event loop the model's threads run")
-    embed_nice: int = Field(5, ge=0, le=19, description="how much lower than the event loop the embedder's threads run")
+    # CPU priorities (Linux nice, per thread). On a box of its own, decode at +10 and the embedder at +5 keep
+    # cache hits fast while the model is saturated (RELIABILITY.md: the surge drill). Off by default: while
+    # another process holds a core, a lowered thread pool crawls, each step waiting at its barrier for the
+    # thread that gets a tenth of a core (32 tokens: 0.32 s alone, 2.0 s at nice 0, 90 s at +10).
+    decode_nice: int = Field(0, ge=0, le=19, description="how much lower than the event loop the model's threads run "
+                             "(10 on a dedicated box: hits first; 0 where other processes share the cores)")
+    embed_nice: int = Field(0, ge=0, le=19, description="how much lower than the event loop the embedder's threads run "
+                            "(5 on a dedicated box)")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
 
     default_system: str = Field(
