@@ -155,6 +155,10 @@ class SemanticCache:
         if exact is not None and serves(exact, req):
             self.hits["exact"] += 1
             return Lookup(Hit(exact, 1.0, True), None)
+        if req.messages and req.messages[-1].role == "tool":
+            # an agent's turn answering a tool's output: output that reads alike (a file with one line
+            # changed, another code word) needs another answer, so only the same output is a hit
+            return Lookup(None, None)
         vec = await self.embed(req.query)
         changes = self.index.changes(scope)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from

@@ -7,11 +7,20 @@ message text is tokenized without, so a user cannot forge a turn boundary.
 
 from __future__ import annotations
 
+import json
 from typing import Protocol, Sequence
 
 import jinja2.sandbox
 
-from edge_ai.request import Message
+from edge_ai.request import Message, Tool
+from edge_ai.tool_calls import (
+    WHEN_TO_CALL,
+    as_text_turns,
+    describe_tools,
+    openai_tools,
+    template_knows_tools,
+    template_messages,
+)
 
 
 class Tokenizer(Protocol):
@@ -23,11 +32,16 @@ class Tokenizer(Protocol):
     def token_text(self, token: int) -> str: ...
 
 
-def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "") -> list[int]:
+def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "",
+                 tools: Sequence[Tool] = ()) -> list[int]:
     """<bos><start_of_turn>user\\n{system}\\n\\n{text}<end_of_turn>\\n<start_of_turn>model\\n ...
 
-    Gemma has no system role: the system prompt opens the first user turn.
+    Gemma has no system role: the system prompt opens the first user turn. It has no tool format either:
+    tools are described in the system prompt, calls and results written into the turns.
     """
+    if tools:
+        system = "\n\n".join(filter(None, [system, describe_tools(tools)]))
+    messages = as_text_turns(messages)
     if system and not any(m.role == "user" for m in messages):  # the system prompt alone still counts
         messages = [Message("user", system), *messages]
         system = ""
@@ -53,15 +67,27 @@ class JinjaTemplate:
     def __init__(self, source: str, bos: str, eos: str) -> None:
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
+        # as Hugging Face renders templates: plain JSON (Jinja's own tojson escapes <, > and & for HTML)
+        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
         self._template = env.from_string(source)
         self._bos, self._eos = bos, eos
+        self.knows_tools = template_knows_tools(source)
 
-    def prompt(self, tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "") -> list[int]:
-        msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": m.role, "content": m.content} for m in messages
-        ]
+    def prompt(self, tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "",
+               tools: Sequence[Tool] = ()) -> list[int]:
+        extra = {}
+        if self.knows_tools:  # tools, calls and results in the template's own format
+            turns = template_messages(messages)
+            if tools:
+                extra["tools"] = openai_tools(tools)
+                system = "\n\n".join(filter(None, [system, WHEN_TO_CALL]))
+        else:
+            if tools:
+                system = "\n\n".join(filter(None, [system, describe_tools(tools)]))
+            turns = [{"role": m.role, "content": m.content} for m in as_text_turns(messages)]
+        msgs = ([{"role": "system", "content": system}] if system else []) + turns
         text = self._template.render(
-            messages=msgs, bos_token=self._bos, eos_token=self._eos, add_generation_prompt=True
+            messages=msgs, bos_token=self._bos, eos_token=self._eos, add_generation_prompt=True, **extra
         )
         tokens = tok.tokenize(text, add_bos=not text.startswith(self._bos), special=True)
         return tokens + (tok.tokenize(prefill) if prefill else [])

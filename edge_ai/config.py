@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     embed_nice: int = Field(0, ge=0, le=19, description="how much lower than the event loop the embedder's threads run "
                             "(5 on a dedicated box)")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
+    compact_tools: Literal["auto", "always", "never"] = Field(
+        "auto", description="show an agent's request compact (each tool as name, first sentence and parameters; the "
+        "start of the system prompt): auto = when its prompt with tools is over 4,096 tokens or does not fit a slot, "
+        "always, or never")
 
     default_system: str = Field(
         "", description="system prompt for requests that send none (empty = the model's own template default)"

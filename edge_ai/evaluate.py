@@ -202,13 +202,23 @@ def read_questions(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+async def answer_patiently(policy: Any, req: Request) -> Final:
+    """The policy's answer, asked again after a short wait while the model's queue is full."""
+    from edge_ai.errors import Overloaded
+
+    while True:
+        try:
+            return await (await policy.answer(req)).collect()
+        except Overloaded:
+            await asyncio.sleep(0.2)
+
+
 async def eval_answers(policy: Any, questions: list[dict[str, str]], setting: str, sampling: dict[str, Any],
                        repeats: int, max_tokens: int | None, model: str = "eval") -> AnswersResult:
     """Ask every question `repeats` times (seeds 1..repeats) through the answer policy, cache off, as a
     client would send it: one user turn, the given sampling fields and nothing else."""
     import time
 
-    from edge_ai.errors import Overloaded
     from edge_ai.request import CacheControl
 
     off = CacheControl(read=False, write=False)
@@ -218,12 +228,7 @@ async def eval_answers(policy: Any, questions: list[dict[str, str]], setting: st
         req = Request(model=model, messages=(Message("user", q["q"]),), max_tokens=max_tokens, cache=off,
                       seed=seed if repeats > 1 else None, **sampling)
         async with slots:
-            while True:
-                try:
-                    final = await (await policy.answer(req)).collect()
-                    break
-                except Overloaded:
-                    await asyncio.sleep(0.2)
+            final = await answer_patiently(policy, req)
         return grade(q["q"], q["a"], final.text), final.completion_tokens
 
     t0 = time.perf_counter()

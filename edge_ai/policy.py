@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from dataclasses import replace
 from typing import AsyncIterator
 
@@ -16,6 +15,7 @@ from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
 from edge_ai.local_models import LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
+from edge_ai.tool_calls import new_call_id, read_stream
 
 log = logging.getLogger("edge_ai.policy")
 
@@ -60,13 +60,17 @@ class AnswerPolicy:
 
     async def _local(self, req: Request, task: Task, vector: np.ndarray | None) -> AsyncIterator[str | Final]:
         tool = req.constraint is not None and req.constraint.kind == "tool"
-        async for event in task.stream():
+        events = task.stream()
+        if req.tools and not tool:  # the model may call an offered tool: its calls are read out of its text
+            events = read_stream(events, req.tools)
+        async for event in events:
             if tool:  # the call's JSON is not answer text: it goes out whole, as a tool call, at the end
                 if not isinstance(event, Final):
                     continue
                 yield as_tool_call(event)
                 return
-            if isinstance(event, Final) and req.cache.write:
+            # a call is an action for this turn, not an answer to keep: only text answers are stored
+            if isinstance(event, Final) and req.cache.write and not event.tool_calls:
                 # stored before the final event goes out; a client that left earlier stored nothing
                 try:
                     await self.cache.put(req, event, "local", vector)
@@ -129,5 +133,5 @@ def as_tool_call(final: Final) -> Final:
         name, args = call["name"], call["arguments"]
     except (ValueError, KeyError, TypeError):
         return final
-    tc = ToolCall(f"call_{secrets.token_hex(12)}", str(name), json.dumps(args, ensure_ascii=False))
+    tc = ToolCall(new_call_id(), str(name), json.dumps(args, ensure_ascii=False))
     return replace(final, text="", finish_reason="tool_calls", tool_calls=(tc,))

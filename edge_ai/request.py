@@ -16,17 +16,28 @@ from edge_ai.errors import BadRequest
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it (Anthropic renders it parsed)
+
+
+@dataclass(frozen=True)
 class Message:
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str = ""  # a tool turn: the call whose result it is
 
 
 def merge_turns(turns: list[Message]) -> list[Message]:
-    """Chat templates want alternating turns: join consecutive turns of one role."""
+    """Chat templates want alternating turns: join consecutive text turns of one role. Tool results and
+    turns with calls stay apart: the template shows each in its own place."""
     merged: list[Message] = []
     for t in turns:
-        if merged and merged[-1].role == t.role:
-            merged[-1] = Message(t.role, merged[-1].content + "\n\n" + t.content)
+        prev = merged[-1] if merged else None
+        if prev and prev.role == t.role and t.role != "tool" and not (prev.tool_calls or t.tool_calls):
+            merged[-1] = Message(t.role, prev.content + "\n\n" + t.content)
         else:
             merged.append(t)
     return merged
@@ -49,13 +60,6 @@ class Constraint:
     kind: Literal["json", "tool"]
     schema: dict[str, Any] | None = None
     tools: tuple[Tool, ...] = ()
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as OpenAI sends it (Anthropic renders it parsed)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Request:
     stop: tuple[str, ...] = ()
     stream: bool = False
     constraint: "Constraint | None" = None  # the answer must be JSON / a tool call (grammar-constrained)
+    tools: tuple[Tool, ...] = ()  # offered with tool_choice auto: the model may call one, or answer in text
     answer_params: dict[str, Any] = field(default_factory=dict)  # tools, response format… (scope only)
     tenant: str = ""
     cache: CacheControl = CacheControl()
@@ -118,7 +123,7 @@ class Request:
             "model": self.model,
             "kind": self.kind,
             "system": self.system,
-            "history": [[m.role, m.content] for m in self.messages[:-1]],
+            "history": [_turn(m) for m in self.messages[:-1]],
             "prefill": self.prefill,
             "stop": sorted(self.stop),
             "params": self.answer_params,
@@ -134,6 +139,13 @@ class Request:
     def exact_key(self) -> str:
         """Key of an identical request: the exact-match path needs no embedding."""
         return _digest(self.scope_key() + "\x00" + self.query)
+
+
+def _turn(m: Message) -> list[Any]:
+    """A turn of the scope's history; calls and the call a result answers are part of it when present."""
+    if not (m.tool_calls or m.tool_call_id):
+        return [m.role, m.content]
+    return [m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
 
 
 _SCOPE_MEMO: dict[tuple, str] = {}  # most requests share a few scopes (a model, a system prompt, no history)

@@ -166,3 +166,21 @@ def test_an_agent_prefix_survives_a_restart(tmp_path):
     stream_events(srv, claude_code_body("What does git log do?"))
     assert reused() > 500  # the first request after the restart found the system prompt computed
     srv.stop()
+
+
+def test_a_long_agent_request_is_shown_compact(model):
+    """Tools as name, first sentence and parameters, the system prompt's start: before anything else is cut."""
+    from edge_ai.request import Tool
+
+    tools = tuple(Tool(f"Tool{i}", f"Does thing {i}. " + "Long usage notes about paths and caveats. " * 30,
+                       {"type": "object", "properties": {"path": {"type": "string", "description": "the path " * 20}},
+                        "required": ["path"]}) for i in range(6))
+    req = Request(model="m", system="AGENT START. " + "More agent instructions. " * 400, tools=tools,
+                  messages=(Message("user", "Read notes.txt"),))
+    prep = model.prepare(req, 64)
+    text = model.engine.detokenize(prep.tokens)
+    assert "AGENT START." in text and "Read notes.txt" in text
+    assert all(f"Tool{i}" in text for i in range(6)) and "Does thing 5." in text  # every tool, by name and first sentence
+    assert "Long usage notes" not in text and "the path the path" not in text  # not their prose
+    assert prep.dropped > 0 and len(prep.tokens) + prep.params.max_tokens <= 512
+    assert prep.params.grammar and prep.params.grammar_triggers  # a call the model begins is still constrained

@@ -198,3 +198,24 @@ def test_a_local_answer_never_replaces_one_another_process_wrote_meanwhile(parts
 
     asyncio.run(go())
     cache.close()
+
+
+def test_a_turn_answering_a_tool_result_hits_only_on_the_same_output(parts, store_at):
+    """Tool output that reads alike (another code word, a file with one line changed) needs another answer:
+    such a turn is served from the cache only when its output is the very same."""
+    from edge_ai.request import ToolCall
+
+    embedder, judge = parts
+    cache = SemanticCache.open(store_at(), embedder, judge)
+    call = ToolCall("call_1", "Read", '{"file_path": "inventory.txt"}')
+
+    def turn(output: str) -> Request:
+        return Request(model="m", messages=(Message("user", "What is the code word in inventory.txt?"),
+                                            Message("assistant", "", tool_calls=(call,)),
+                                            Message("tool", output, tool_call_id="call_1")))
+
+    asyncio.run(cache.put(turn("The code word is pelican."), Final("It is pelican.", "stop", 0, 3), "local"))
+    assert asyncio.run(cache.lookup(turn("The code word is pelican."))).hit is not None
+    assert asyncio.run(cache.lookup(turn("The code word is: pelican"))).hit is None  # a paraphrase would hit a question
+    assert asyncio.run(cache.lookup(ask("The code word is: pelican"))).hit is None  # another scope (no history)
+    cache.close()

@@ -280,3 +280,29 @@ def test_the_breaker_records_each_transition_when_it_happens():
     assert states == ["open", "half_open", "closed"]
     ats = [t["at"] for t in b.status()["transitions"]]
     assert ats == sorted(ats) and ats[0] >= t0 - 0.01
+
+
+def test_responses_go_to_the_cloud_first_and_its_answer_serves_the_outage(gateway, gpt, healthy):
+    """The Responses API through gateway mode: an OpenAI upstream answers it at /v1/responses, the answer
+    is written through, and during an outage the same request is answered from the cache."""
+    question = q("What is a glacier?")
+    before = gateway.status()["cache"]["entries"]
+    r1 = gpt.responses.with_raw_response.create(model="gpt-5", input=question, max_output_tokens=16)
+    assert r1.headers["x-edge-source"] == "cloud" and r1.parse().output_text == f"Cloud answer: {question}"
+    wait_written(gateway, before)
+    healthy.set("status", code=503)
+    r2 = gpt.responses.with_raw_response.create(model="gpt-5", input=question, max_output_tokens=16)
+    assert r2.headers["x-edge-source"] == "cache" and "http 503" in r2.headers["x-edge-fallback"]
+    assert r2.parse().output_text == f"Cloud answer: {question}"
+
+
+def test_responses_stream_cut_midway_is_finished_locally(gpt, healthy):
+    healthy.set("cut", cut_after=5)  # created, item added, part added, "Cloud", " answer:"
+    events = list(gpt.responses.create(model="gpt-5", input=q("Tell me about lakes."), max_output_tokens=24, stream=True))
+    kinds = [e.type for e in events]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert kinds.count("response.created") == 1 and kinds[-1] == "response.completed" and kinds.count("response.completed") == 1
+    assert text.startswith("Cloud answer:") and len(text) > len("Cloud answer:")
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert done.text == text and events[-1].response.output[0].content[0].text == text
+    assert [e.sequence_number for e in events] == list(range(len(events)))

@@ -1,9 +1,10 @@
 """Anthropic Messages wire format: request schemas -> internal Request, Reply -> messages and SSE events.
 
-What the local model cannot honour is handled, not crashed on: offered tools are kept in the cache scope
-and the model answers in text (as if it chose not to call one); a forced tool call (`tool_choice` any/tool)
-is decoded under a grammar and answered as a `tool_use` block; `max_tokens` is a ceiling, cut to what fits the local context; `thinking` is accepted and no thinking block is produced; tool_use / tool_result / thinking
-blocks in the history are shown to the model as text (thinking is dropped).
+Offered client tools (`tool_choice` auto) are shown to the model, which may call them: its calls come back
+as `tool_use` blocks (tool_calls.py reads them); a forced tool call (`tool_choice` any/tool) is decoded
+under a grammar. tool_use / tool_result blocks in the history are the turns' calls and tool results;
+thinking blocks are dropped. `max_tokens` is a ceiling, cut to what fits the local context; `thinking` is
+accepted and no thinking block is produced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded, RateLimited
-from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
+from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, ToolCall, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -98,18 +99,25 @@ class MessagesRequest(_Wire):
             raise BadRequest("tool_choice.type must be auto, any, tool or none")
         return Constraint("tool", tools=tools)
 
+    def offered(self) -> tuple[Tool, ...]:
+        """Client tools the model may call or not (tool_choice auto or absent); server tools (web search…)
+        have no schema and are not offered: the local model cannot run them."""
+        if not self.tools or (self.tool_choice or {}).get("type", "auto") != "auto":
+            return ()
+        return tuple(_tool(t, i) for i, t in enumerate(self.tools) if isinstance(t.get("input_schema"), dict))
+
     def to_request(self, cache: CacheControl, tenant: str) -> Request:
         constraint = self.constraint()
         # System messages among the turns join the system prompt, in order: a chat template takes
         # instructions there, and the conversation stays alternating user and assistant turns.
         instructions = [_content(m.content, i) for i, m in enumerate(self.messages) if m.role == "system"]
-        turns = merge_turns([Message(m.role, _content(m.content, i)) for i, m in enumerate(self.messages) if m.role != "system"])
+        turns = merge_turns([t for i, m in enumerate(self.messages) if m.role != "system" for t in _turns(m, i)])
         prefill = ""
-        if turns and turns[-1].role == "assistant":  # assistant prefill: the answer continues from it
+        if turns and turns[-1].role == "assistant" and not turns[-1].tool_calls:  # prefill: the answer continues from it
             prefill = turns.pop().content.rstrip()
-        if not turns or turns[-1].role != "user":
+        if not turns or turns[-1].role not in ("user", "tool"):
             raise BadRequest("messages: the conversation must contain a user turn before the answer")
-        if not turns[-1].content.strip():
+        if turns[-1].role == "user" and not turns[-1].content.strip():
             raise BadRequest("messages: the last user message is empty")
         system = self.system if isinstance(self.system, str) else "\n\n".join(
             b.text or "" for b in self.system or [] if not (b.text or "").startswith(BILLING_BLOCK))
@@ -129,6 +137,7 @@ class MessagesRequest(_Wire):
             stop=tuple(self.stop_sequences or ()),
             stream=self.stream,
             constraint=constraint,
+            tools=self.offered() if constraint is None else (),
             answer_params=params,
             tenant=tenant,
             cache=cache,
@@ -148,6 +157,32 @@ def _tool(t: dict[str, Any], i: int) -> Tool:
 
 class CountTokensRequest(MessagesRequest):
     max_tokens: int = 1  # not part of count_tokens requests
+
+
+def _turns(m: AnthropicMessage, i: int) -> list[Message]:
+    """One wire message as turns: an assistant's tool_use blocks are its calls; a user's tool_result blocks
+    are tool turns (each answering its call), then the user's own text, if any."""
+    if isinstance(m.content, str):
+        return [Message(m.role, m.content)]  # type: ignore[arg-type]
+    if m.role == "assistant":
+        calls = tuple(ToolCall(str(b.get("id") or ""), str(b.get("name") or ""), json.dumps(b.get("input") or {}, ensure_ascii=False))
+                      for b in m.content if b.get("type") == "tool_use")
+        text = _content([b for b in m.content if b.get("type") != "tool_use"], i)
+        return [Message("assistant", text, tool_calls=calls)]
+    results = [b for b in m.content if b.get("type") == "tool_result"]
+    out = []
+    for b in results:
+        inner = b.get("content", "")
+        text = inner if isinstance(inner, str) else _content(inner, i)
+        if b.get("is_error"):
+            text = f"[error] {text}"
+        out.append(Message("tool", text, tool_call_id=str(b.get("tool_use_id") or "")))
+    rest = [b for b in m.content if b.get("type") != "tool_result"]
+    if rest or not results:
+        text = _content(rest, i)
+        if text or not results:
+            out.append(Message("user", text))
+    return out
 
 
 def _content(content: str | list[dict[str, Any]], i: int) -> str:
@@ -210,8 +245,9 @@ def message_response(model: str, final: Final) -> dict[str, Any]:
 
 def _blocks(final: Final) -> list[dict[str, Any]]:
     if final.tool_calls:
-        return [{"type": "tool_use", "id": _tool_use_id(c.id), "name": c.name, "input": json.loads(c.arguments)}
-                for c in final.tool_calls]
+        text = [{"type": "text", "text": final.text}] if final.text else []
+        return text + [{"type": "tool_use", "id": _tool_use_id(c.id), "name": c.name, "input": json.loads(c.arguments)}
+                       for c in final.tool_calls]
     return [{"type": "text", "text": final.text}]
 
 

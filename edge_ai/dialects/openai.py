@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded
-from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, merge_turns
+from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, ToolCall, merge_turns
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -140,6 +140,13 @@ class ChatCompletionRequest(_Generation):
             return Constraint("json", schema=spec.get("schema") or {"type": "object"})
         raise BadRequest(f"response_format type '{fmt}' is not supported", param="response_format")
 
+    def offered(self) -> tuple[Tool, ...]:
+        """Tools the model may call or not (tool_choice auto, or absent with tools): non-function tools are
+        accepted and not offered."""
+        if not self.tools or self.tool_choice not in (None, "auto"):
+            return ()
+        return tuple(_tool(t, i) for i, t in enumerate(self.tools) if t.get("type", "function") == "function")
+
     def to_request(self, cache: CacheControl, tenant: str) -> Request:
         constraint = self.constraint()
         system, turns = [], []
@@ -148,26 +155,22 @@ class ChatCompletionRequest(_Generation):
             if m.role in ("system", "developer"):
                 system.append(text)
             elif m.role == "assistant":
-                calls = [
-                    f"[called tool {c.get('function', {}).get('name', '?')} "
-                    f"with {c.get('function', {}).get('arguments', '')}]"
-                    for c in m.tool_calls or []
-                ]
-                turns.append(Message("assistant", "\n".join(filter(None, [text, *calls]))))
-            elif m.role in ("tool", "function"):  # the model cannot call tools, but can read their results
-                turns.append(Message("user", f"[tool result]\n{text}"))
+                turns.append(Message("assistant", text, tool_calls=tuple(_call(c, i) for c in m.tool_calls or [])))
+            elif m.role in ("tool", "function"):
+                turns.append(Message("tool", text, tool_call_id=m.tool_call_id or ""))
             else:
                 turns.append(Message("user", text))
         turns = merge_turns(turns)
-        if not turns or turns[-1].role != "user":
-            raise BadRequest("the last message must be from the user", param="messages")
-        if not turns[-1].content.strip():
+        if not turns or turns[-1].role not in ("user", "tool"):
+            raise BadRequest("the last message must be from the user or a tool", param="messages")
+        if turns[-1].role == "user" and not turns[-1].content.strip():
             raise BadRequest("the last user message is empty", param="messages")
         fields = {"tools": self.tools, "tool_choice": self.tool_choice, "response_format": self.response_format}
         params = {k: v for k, v in fields.items() if v and v != {"type": "text"}}
         return Request(
             kind="chat",
             constraint=constraint,
+            tools=self.offered() if constraint is None else (),
             system="\n\n".join(system),
             messages=tuple(turns),
             max_tokens=self.max_completion_tokens or self.max_tokens,
@@ -222,6 +225,15 @@ def _tool(t: dict[str, Any], i: int) -> Tool:
     return Tool(fn["name"], str(fn.get("description") or ""), params)
 
 
+def _call(c: dict[str, Any], i: int) -> ToolCall:
+    """An assistant turn's call from the history; its arguments are kept as the JSON text they came as."""
+    fn = c.get("function") if isinstance(c, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise BadRequest(f"messages[{i}].tool_calls: each call needs a function with a name", param=f"messages.{i}.tool_calls")
+    args = fn.get("arguments")
+    return ToolCall(str(c.get("id") or ""), fn["name"], args if isinstance(args, str) else json.dumps(args or {}))
+
+
 def _text(m: ChatMessage, i: int) -> str:
     if m.content is None:
         if m.role == "assistant" and m.tool_calls:
@@ -261,7 +273,7 @@ def _tool_calls(final: Final) -> list[dict[str, Any]]:
 def chat_response(model: str, final: Final) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": final.text, "refusal": None}
     if final.tool_calls:
-        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": _tool_calls(final)}
+        message = {"role": "assistant", "content": final.text or None, "refusal": None, "tool_calls": _tool_calls(final)}
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",

@@ -58,6 +58,9 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF the answer must match (structured output, forced tool calls)
+    # With triggers the grammar is lazy: the answer is free until one of these regexes is found in it, and
+    # from the regex's first group on it must match the grammar (a tool call the model chose to begin).
+    grammar_triggers: tuple[str, ...] = ()
 
     @property
     def counts_penalised(self) -> bool:
@@ -72,7 +75,7 @@ class SamplingParams:
     def greedy_under_penalties(self) -> bool:
         """Greedy after penalties that only lower the logits of tokens the answer holds (see _penalised_argmax)."""
         return (
-            (self.temperature <= 0.0 or self.top_k == 1) and self.penalised and self.grammar is None
+            (self.temperature <= 0.0 or self.top_k == 1) and self.penalised
             and self.repeat_penalty >= 1.0 and self.frequency_penalty >= 0.0 and self.presence_penalty >= 0.0
         )
 
@@ -513,7 +516,7 @@ class LLMEngine:
             try:  # a sampler that cannot be made fails its task, never the engine thread
                 slot.sampler = None if task.params.greedy else self._sampler_for(task.params)
                 if task.params.grammar:
-                    slot.grammar = _make_grammar(self.vocab, task.params.grammar)
+                    slot.grammar = _make_grammar(self.vocab, task.params.grammar, task.params.grammar_triggers)
             except Exception as exc:
                 self._release(slot, error=exc if isinstance(exc, EngineError) else EngineError(str(exc)))
 
@@ -642,9 +645,12 @@ class LLMEngine:
         candidates on every step would hold up every other slot's step (llama.cpp's server does the same)."""
         assert slot.sampler is not None and slot.grammar is not None
         logits = self._logits(row)
-        cands = self._candidates(logits)
-        ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))
-        token = int(cands.data[cands.selected].id)
+        if slot.seen is not None:  # greedy under lowering penalties: the answer's own tokens and the best other
+            token = _penalised_argmax(slot.sampler, logits, slot.seen)
+        else:
+            cands = self._candidates(logits)
+            ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))
+            token = int(cands.data[cands.selected].id)
         one = (ll.llama_token_data * 1)(ll.llama_token_data(token, 0.0, 0.0))
         single = ll.llama_token_data_array(one, 1, -1, False)
         ll.llama_sampler_apply(slot.grammar, ctypes.byref(single))
@@ -655,6 +661,8 @@ class LLMEngine:
             token = int(cands.data[cands.selected].id)
         ll.llama_sampler_accept(slot.grammar, token)
         ll.llama_sampler_accept(slot.sampler, token)
+        if slot.seen is not None:
+            slot.seen.add(token)
         return token
 
     def _logits(self, row: int) -> np.ndarray:
@@ -758,8 +766,12 @@ def _penalised_argmax(chain: ctypes.c_void_p, logits: np.ndarray, seen: set[int]
     return int(cands.data[cands.selected].id)
 
 
-def _make_grammar(vocab: ctypes.c_void_p, grammar: str) -> ctypes.c_void_p:
-    sampler = ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+def _make_grammar(vocab: ctypes.c_void_p, grammar: str, triggers: tuple[str, ...] = ()) -> ctypes.c_void_p:
+    if triggers:
+        patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+        sampler = ll.llama_sampler_init_grammar_lazy_patterns(vocab, grammar.encode(), b"root", patterns, len(triggers), None, 0)
+    else:
+        sampler = ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
     if not sampler:
         raise EngineError("the grammar did not parse")
     return sampler

@@ -72,7 +72,9 @@ class Backend:
 
 
 def takes(req: Request) -> bool:
-    return req.kind == "chat" and req.constraint is None and not req.prefill
+    # tools and tool turns stay in-process: the backend's body is plain text turns
+    return req.kind == "chat" and req.constraint is None and not req.prefill and not req.tools and \
+        not any(m.tool_calls or m.role == "tool" for m in req.messages)
 
 
 def body_of(req: Request, model: str, max_tokens: int, temperature: float) -> dict[str, Any]:

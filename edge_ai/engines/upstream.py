@@ -26,6 +26,8 @@ log = logging.getLogger("edge_ai.upstream")
 
 RETRYABLE = {429, 500, 502, 503, 504, 529}
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+# Wire dialects an upstream of another dialect serves: an OpenAI upstream answers Responses requests too.
+SERVED_BY = {"responses": ("openai", "/v1/responses")}
 PASS_HEADERS = ("anthropic-version", "anthropic-beta", "openai-organization", "openai-project")
 
 
@@ -152,7 +154,8 @@ class Upstream:
         self.name = cfg.name
         self.dialect = cfg.dialect
         self.breaker = breaker
-        self.url = cfg.base_url.rstrip("/") + PATHS[cfg.dialect]
+        self.base = cfg.base_url.rstrip("/")
+        self.url = self.base + PATHS[cfg.dialect]
         # sock_read bounds the wait for the headers and every later read of a stream: the first-byte timeout
         self._timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout, sock_read=cfg.first_byte_timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -188,14 +191,20 @@ class Upstream:
             return json.dumps({**body, "model": self.cfg.model_map[model]}).encode()
         return raw if raw is not None else json.dumps(body).encode()
 
-    async def send(self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None) -> tuple[CloudResponse, Any]:
+    def url_for(self, wire: str) -> str:
+        """Where a request of wire dialect `wire` goes on this upstream."""
+        return self.base + SERVED_BY[wire][1] if wire in SERVED_BY else self.url
+
+    async def send(self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None,
+                   url: str | None = None) -> tuple[CloudResponse, Any]:
         """Non-streaming call: (a 2xx or non-retryable 4xx response, its parsed JSON); raises UpstreamFailure."""
+        url = url or self.url
         headers = self._headers(client_headers)
         content = self._content(body, raw)
         for attempt in range(2):  # the second attempt only after a short 429 retry-after
             try:
                 async with asyncio.timeout(self.cfg.total_timeout):
-                    async with self.session.post(self.url, data=content, headers=headers) as r:
+                    async with self.session.post(url, data=content, headers=headers) as r:
                         resp = CloudResponse(r.status, r.headers, await r.read())
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None
@@ -209,15 +218,16 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def open_stream(
-        self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None
+        self, body: dict[str, Any], client_headers: dict[str, str], raw: bytes | None = None, url: str | None = None
     ) -> tuple[CloudResponse, AsyncIterator[StreamEvent]]:
         """Streaming call: returns once the status and the first event are in (first-byte timeout)."""
+        url = url or self.url
         deadline = time.monotonic() + self.cfg.total_timeout
         headers = self._headers(client_headers)
         content = self._content(body, raw)
         for attempt in range(2):
             try:
-                r = await self.session.post(self.url, data=content, headers=headers)
+                r = await self.session.post(url, data=content, headers=headers)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise UpstreamFailure(_describe(exc)) from None
             if r.status >= 400:

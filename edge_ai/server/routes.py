@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from edge_ai.dialects import anthropic as an
 from edge_ai.dialects import openai as oa
+from edge_ai.dialects import responses as rs
 from edge_ai.dialects.validate import parse
 from edge_ai.errors import BadRequest, EdgeError, NotFound
 from edge_ai.request import CacheControl, Final, Reply, Request
@@ -174,23 +175,38 @@ def router(runtime: "Runtime") -> APIRouter:
 
         return await _guarded(oa, work)
 
-    async def chat_completions(http: HttpRequest) -> Response:
-        async def work() -> Response:
-            raw, data = await read_json_raw(http, max_body, body_timeout)
+    def generating(dialect: str, wire: Any, schema: type, stream_of: Callable[[Any, Reply], AsyncIterator[str]],
+                   render: Callable[[Any, Final], dict[str, Any]]) -> Callable[[HttpRequest], Awaitable[Response]]:
+        """A route that answers a generation request of one dialect: read the body once, cloud first in
+        gateway mode or else the answer policy, render in the dialect (streamed or whole)."""
 
-            def build() -> tuple[oa.ChatCompletionRequest, Request]:
-                body = parse(oa.ChatCompletionRequest, data)
-                return body, body.to_request(*_client_opts(http))
+        async def route(http: HttpRequest) -> Response:
+            async def work() -> Response:
+                raw, data = await read_json_raw(http, max_body, body_timeout)
 
-            result = await generate(http, "openai", raw, data, build)
-            if isinstance(result, Response):
-                return result
-            body, reply = result
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = oa.chat_stream(body.model, reply.events, usage) if body.stream else None
-            return await _respond(http, oa, reply, stream, lambda f: oa.chat_response(body.model, f))
+                def build() -> tuple[Any, Request]:
+                    body = parse(schema, data)
+                    return body, body.to_request(*_client_opts(http))
 
-        return await _guarded(oa, work)
+                result = await generate(http, dialect, raw, data, build)
+                if isinstance(result, Response):
+                    return result
+                body, reply = result
+                stream = stream_of(body, reply) if body.stream else None
+                return await _respond(http, wire, reply, stream, lambda f: render(body, f))
+
+            return await _guarded(wire, work)
+
+        route.__name__ = f"{dialect}_generation"
+        return route
+
+    chat_completions = generating(
+        "openai", oa, oa.ChatCompletionRequest,
+        lambda b, r: oa.chat_stream(b.model, r.events, bool(b.stream_options and b.stream_options.include_usage)),
+        lambda b, f: oa.chat_response(b.model, f))
+    responses = generating("responses", rs, rs.ResponsesRequest, lambda b, r: rs.response_stream(b, r.events), rs.response_object)
+    messages = generating("anthropic", an, an.MessagesRequest, lambda b, r: an.message_stream(b.model, r.events, r.prompt_tokens),
+                          lambda b, f: an.message_response(b.model, f))
 
     async def completions(http: HttpRequest) -> Response:
         async def work() -> Response:
@@ -236,23 +252,6 @@ def router(runtime: "Runtime") -> APIRouter:
 
     # ---- Anthropic -------------------------------------------------------------------------
 
-    async def messages(http: HttpRequest) -> Response:
-        async def work() -> Response:
-            raw, data = await read_json_raw(http, max_body, body_timeout)
-
-            def build() -> tuple[an.MessagesRequest, Request]:
-                body = parse(an.MessagesRequest, data)
-                return body, body.to_request(*_client_opts(http))
-
-            result = await generate(http, "anthropic", raw, data, build)
-            if isinstance(result, Response):
-                return result
-            body, reply = result
-            stream = an.message_stream(body.model, reply.events, reply.prompt_tokens) if body.stream else None
-            return await _respond(http, an, reply, stream, lambda f: an.message_response(body.model, f))
-
-        return await _guarded(an, work)
-
     async def count_tokens(http: HttpRequest) -> Response:
         async def work() -> Response:
             body = parse(an.CountTokensRequest, await read_json(http, max_body, body_timeout))
@@ -268,6 +267,7 @@ def router(runtime: "Runtime") -> APIRouter:
     for path, endpoint, method, tag, summary, model in (
         ("/v1/chat/completions", chat_completions, "POST", "OpenAI", "Chat completion", oa.ChatCompletionRequest),
         ("/v1/messages", messages, "POST", "Anthropic", "Create a message", an.MessagesRequest),
+        ("/v1/responses", responses, "POST", "OpenAI", "Create a response (Responses API)", rs.ResponsesRequest),
         ("/v1/completions", completions, "POST", "OpenAI", "Text completion", oa.CompletionRequest),
         ("/v1/embeddings", embeddings, "POST", "OpenAI", "Embeddings", oa.EmbeddingRequest),
         ("/v1/messages/count_tokens", count_tokens, "POST", "Anthropic", "Count tokens", an.CountTokensRequest),

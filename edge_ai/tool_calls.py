@@ -1,0 +1,397 @@
+"""How offered tools are shown to a local model, and how the calls it writes are read back.
+
+Shown. A chat template that knows tools (Qwen2.5's: it renders Jinja `tools`, assistant `tool_calls` and
+`tool` turns) gets them in its own format, so the model sees what it was trained on. A template without a
+tool format (SmolLM2, Gemma) gets the tools described in the system prompt, and earlier calls and results
+written into the turns as text.
+
+Read. Small models do not keep to their template's format: Qwen2.5-Coder asks for `<tool_call>` tags and
+writes a fenced ```json block, or bare JSON, instead (llama-server, Ollama and vLLM return those as text).
+A call is read in every form these models write: inside `<tool_call>` or `<tools>` tags, in a fenced block,
+or as a bare JSON object or array that starts a line, whose objects have a `name` naming an offered tool
+and `arguments` (or `parameters` / `input`) as an object or as JSON text. Text before the first call stays
+text; several calls are several calls. JSON that names no offered tool is text.
+
+Streaming. `CallReader` passes text through as it comes and holds back only from where a call might begin
+(a tag, a fence, a `{` or `[` opening a line) until that stretch is known to be a call or not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+from edge_ai.request import Final, Message, Request, Tool, ToolCall
+
+
+def template_knows_tools(source: str) -> bool:
+    """A Jinja chat template that renders offered tools and calls in its own format."""
+    return "tools" in source and "tool_calls" in source
+
+
+def openai_tools(tools: Iterable[Tool]) -> list[dict[str, Any]]:
+    """Tools as chat templates take them (the OpenAI function shape, as Hugging Face passes them)."""
+    return [{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in tools]
+
+
+def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Turns as a tool-aware template takes them: assistant `tool_calls` with parsed arguments, `tool` turns."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        msg: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            msg["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _parsed(c.arguments)}}
+                                 for c in m.tool_calls]
+        if m.role == "tool":
+            msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    return out
+
+
+def as_text_turns(messages: Sequence[Message]) -> list[Message]:
+    """Turns for a template with no tool format: calls and results written out, results as user turns."""
+    from edge_ai.request import merge_turns
+
+    out: list[Message] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append(Message("user", f"[tool result]\n{m.content}"))
+        elif m.tool_calls:
+            calls = [json.dumps({"name": c.name, "arguments": _parsed(c.arguments)}, ensure_ascii=False) for c in m.tool_calls]
+            out.append(Message(m.role, "\n".join(filter(None, [m.content, *calls]))))
+        else:
+            out.append(m)
+    return merge_turns(out)
+
+
+# Told with the tools in every template: small models otherwise "call" a tool for a question they can
+# answer (Qwen2.5-Coder read a file to name the capital of France).
+WHEN_TO_CALL = ("Call a tool only when the request needs one: to read or change files, run commands or get "
+                "live data. Answer a question you can answer yourself directly, in text.")
+
+
+def describe_tools(tools: Sequence[Tool]) -> str:
+    """The system prompt's account of the tools, for a template without a tool format."""
+    lines = ["You can call these tools. To call one, reply with only a JSON object "
+             '{"name": <tool name>, "arguments": <arguments object>}. ' + WHEN_TO_CALL]
+    for t in tools:
+        lines.append(f"- {t.name}: {t.description.strip()} Arguments schema: {json.dumps(t.parameters, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def compact_tools(tools: Sequence[Tool]) -> tuple[Tool, ...]:
+    """Tools as a small model can use them and two cores can prefill them: each its name, the first
+    sentence of its description and its parameters (names, types, enums, what is required), without the
+    per-field prose. Claude Code's 14 tools are 52 KB of descriptions; a 1.5B model lost in them calls the
+    wrong one, and prefilling them cold takes minutes here."""
+    return tuple(Tool(t.name, _first_sentence(t.description), _bare_schema(t.parameters)) for t in tools)
+
+
+COMPACT_SYSTEM_CHARS = 3000  # the start of an agent's system prompt: its identity and first instructions
+
+
+def compact_request(req: Request) -> Request:
+    """An agent's request as a small model sees it in the compact form: tools compacted, the start of the
+    system prompt (cut at a paragraph or line end), the turns as they are (fitting the context keeps the
+    latest). The cache scope is the full request's: only the prompt changes."""
+    system = req.system
+    if len(system) > COMPACT_SYSTEM_CHARS:
+        head = system[:COMPACT_SYSTEM_CHARS]
+        cut = max(head.rfind("\n\n"), head.rfind("\n"))
+        system = head[:cut] if cut > COMPACT_SYSTEM_CHARS // 2 else head
+    return replace(req, tools=compact_tools(req.tools), system=system)
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    m = re.search(r"(?<=[.!?])\s", text)
+    first = text[: m.start()] if m else text
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+_SCHEMA_KEEP = ("type", "properties", "required", "additionalProperties", "items", "enum", "anyOf", "oneOf", "const", "default")
+
+
+def _bare_schema(schema: Any) -> Any:
+    """A JSON schema without descriptions, titles, examples and `$schema`: what a call needs to be valid."""
+    if isinstance(schema, list):
+        return [_bare_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key in _SCHEMA_KEEP:
+        if key not in schema:
+            continue
+        value = schema[key]
+        if key == "additionalProperties" and not isinstance(value, bool):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _bare_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf", "oneOf"):
+            out[key] = _bare_schema(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+# ---- the lazy grammar ----------------------------------------------------------------------------
+
+# A call has begun when a JSON object opens with "name" at the start of the answer or of a line, or after a
+# fence or a tool tag. From its `{` on the answer is decoded under the calls' grammar: the name is one of
+# the offered tools and the arguments are valid for its schema, by construction. (llama.cpp searches the
+# answer so far for the pattern and hands the grammar the text from the first group on.)
+CALL_TRIGGERS = (r'(?:^|\n|```(?:json)?\s*|<tool_call>\s*|<tools>\s*)[ \t]*(\{\s*"name"\s*:\s*")',)
+
+
+def lazy_call_grammar(call_gbnf: str) -> str:
+    """The grammar of what follows a call's first `{`: the call (`call_gbnf`, whose root is one call), its
+    closing fence or tag, and more calls, each opened the same way; then the answer ends."""
+    body = re.sub(r"^root ::=", "edge-call ::=", call_gbnf, flags=re.MULTILINE)
+    # the model's own layout: it writes calls indented over several lines as often as on one
+    body = re.sub(r"^space ::= .*$", r"space ::= [ \\t\\n]{0,20}", body, flags=re.MULTILINE)
+    return body + (
+        '\nroot ::= edge-call (edge-close edge-open edge-call)* edge-close'
+        '\nedge-close ::= "\\n"? ("```" | "</tool_call>" | "</tools>")?'
+        '\nedge-open ::= "\\n"+ ("```json\\n" | "```\\n" | "<tool_call>\\n")?\n'
+    )
+
+
+# ---- reading calls back ------------------------------------------------------------------------
+
+# Where a call may begin: a tag, a fence, or a JSON object / array opening a line.
+_START = re.compile(r"<tool_call>|<tools>|```|(?:^|(?<=\n))[ \t]*[{\[]")
+_TAGS = {"<tool_call>": "</tool_call>", "<tools>": "</tools>"}
+_HELD_SUFFIXES = ("<tool_call>", "<tools>", "```")  # a delta may end inside one of these
+_DECODER = json.JSONDecoder()
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int | None  # None: not complete yet
+    calls: list[ToolCall]
+
+
+class CallReader:
+    """Reads an answer as it streams: `feed` returns the text that is safe to show now, `finish` the rest
+    of the text and the calls."""
+
+    def __init__(self, tools: Sequence[Tool]) -> None:
+        self.names = {t.name for t in tools}
+        self.text = ""
+        self.shown = 0  # text[:shown] has been returned as text
+        self.scanned = 0  # no call starts before this offset (from `shown` on)
+        self.calls: list[ToolCall] = []
+        self.calling = False  # a call was read: nothing after it is text
+        self._calls_end: int | None = None  # where the last call read ends
+
+    def feed(self, delta: str) -> str:
+        self.text += delta
+        if self.calling:
+            return ""
+        while True:
+            span = self._next_span(final=False)
+            if span is None:  # no call begins in what is here: show it, bar a possible start at its end
+                safe = len(self.text) - _held_suffix(self.text)
+                return self._show(max(safe, self.shown))
+            if span.end is None:  # a call may be under way: show what comes before it, bar its blank lead-in
+                return self._show(max(self.shown, len(self.text[: span.start].rstrip())))
+            if span.calls:
+                out = self._show(span.start).rstrip()
+                self.calls += span.calls
+                self.calling = True
+                return out
+            self.scanned = span.end  # complete and not a call: it is text
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """(the text not yet shown, the calls). Text after the first call is not part of the answer."""
+        if not self.calling:
+            while True:
+                span = self._next_span(final=True)
+                if span is None:
+                    return self._show(len(self.text)), []
+                if span.calls:
+                    rest = self._show(span.start).rstrip()
+                    self.calls += span.calls
+                    self.calling = True
+                    break
+                self.scanned = span.end or len(self.text)
+        else:
+            rest = ""
+        tail_from = self._calls_end
+        while tail_from is not None:  # further calls after the first one
+            self.scanned = tail_from
+            span = self._next_span(final=True, start=tail_from)
+            if span is None:
+                break
+            self.calls += span.calls
+            tail_from = span.end if span.end is not None else None
+        return rest, self.calls
+
+    def _show(self, upto: int) -> str:
+        out = self.text[self.shown:upto]
+        self.shown = max(self.shown, upto)
+        self.scanned = max(self.scanned, self.shown)
+        return out
+
+    def _next_span(self, *, final: bool, start: int | None = None) -> _Span | None:
+        """The next stretch from `scanned` that may hold a call: complete (with its calls, or none) or not."""
+        text = self.text
+        m = _START.search(text, start if start is not None else self.scanned)
+        if m is None:
+            return None
+        begin = m.start()
+        token = m.group(0).strip()
+        if token in _TAGS:
+            close = text.find(_TAGS[token], m.end())
+            if close < 0 and not final:
+                return _Span(begin, None, [])
+            end = len(text) if close < 0 else close + len(_TAGS[token])
+            calls = self._calls_in(text[m.end(): close if close >= 0 else len(text)])
+        elif token == "```":
+            nl = text.find("\n", m.end())
+            close = text.find("```", nl + 1) if nl >= 0 else -1
+            if close < 0 and not final:
+                return _Span(begin, None, [])
+            body_end = close if close >= 0 else len(text)
+            end = len(text) if close < 0 else close + 3
+            calls = self._calls_in(text[nl + 1: body_end]) if nl >= 0 else []
+        else:  # a bare object or array opening a line
+            at = m.end() - 1
+            head = text[at + 1:].lstrip()
+            if not head:
+                if not final:
+                    return _Span(begin, None, [])
+                return _Span(begin, len(text), [])
+            if head[0] != ('"' if text[at] == "{" else "{"):  # "{name} is…", "[1] See…": prose
+                return _Span(begin, at + 1, [])
+            close = _closing(text, at)
+            if close is None and not final:
+                return _Span(begin, None, [])  # still being written
+            try:
+                value, end = _DECODER.raw_decode(text, at)
+            except ValueError:
+                return _Span(begin, close or len(text), [])  # not JSON: text
+            calls = self._calls_of(value)
+        if calls:
+            self._calls_end = end
+        return _Span(begin, end, calls)
+
+    def _calls_in(self, body: str) -> list[ToolCall]:
+        """Calls in a tag's or fence's body: one JSON value, or several one after another (one a line)."""
+        calls: list[ToolCall] = []
+        at, body = 0, body.strip()
+        while at < len(body):
+            try:
+                value, at = _DECODER.raw_decode(body, at)
+            except ValueError:
+                return calls
+            calls += self._calls_of(value)
+            while at < len(body) and body[at] in " \t\r\n,":
+                at += 1
+        return calls
+
+    def _calls_of(self, value: Any) -> list[ToolCall]:
+        items = value if isinstance(value, list) else [value]
+        calls = [c for c in (self._call(v) for v in items) if c is not None]
+        return calls if len(calls) == len(items) else []  # all calls, or it is something else
+
+    def _call(self, v: Any) -> ToolCall | None:
+        if not isinstance(v, dict):
+            return None
+        if isinstance(v.get("function"), dict):  # {"type": "function", "function": {...}}
+            v = v["function"]
+        name = v.get("name")
+        if name not in self.names:
+            return None
+        args = next((v[k] for k in ("arguments", "parameters", "input") if k in v), {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args or "{}")
+            except ValueError:
+                return None
+        if not isinstance(args, dict):
+            return None
+        return ToolCall(new_call_id(), name, json.dumps(args, ensure_ascii=False))
+
+
+async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool]) -> AsyncIterator[str | Final]:
+    """An answer's events with the calls in it read: text deltas that are text, then a Final whose text is
+    the text before the first call and whose `tool_calls` are the calls (finish_reason "tool_calls")."""
+    reader = CallReader(tools)
+    shown: list[str] = []
+    async for event in events:
+        if isinstance(event, Final):
+            rest, calls = reader.finish()
+            if rest:
+                shown.append(rest)
+                yield rest
+            text = "".join(shown)
+            if calls:
+                yield replace(event, text=text, finish_reason="tool_calls", tool_calls=tuple(calls))
+            else:
+                yield replace(event, text=text)
+            return
+        out = reader.feed(event)
+        if out:
+            shown.append(out)
+            yield out
+
+
+def read_calls(text: str, tools: Sequence[Tool]) -> tuple[str, list[ToolCall]]:
+    """A whole answer: (its text before the first call, the calls)."""
+    reader = CallReader(tools)
+    shown = reader.feed(text)
+    rest, calls = reader.finish()
+    return shown + rest, calls
+
+
+def new_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+def _closing(text: str, at: int) -> int | None:
+    """The offset just past the bracket that closes the one at `at` (strings and escapes skipped), or None."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(at, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _held_suffix(text: str) -> int:
+    """How many characters at the end of `text` could lead into a call: a partial tag or fence, and the
+    whitespace before it (a line may open with `{` next; text before a call is shown without it)."""
+    partial = 0
+    for n in range(min(len(text), 10), 0, -1):
+        tail = text[-n:]
+        if tail[0] in "<`" and any(s.startswith(tail) for s in _HELD_SUFFIXES):
+            partial = n
+            break
+    rest = text[: len(text) - partial]
+    return partial + len(rest) - len(rest.rstrip())

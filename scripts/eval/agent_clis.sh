@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The agents issue's three tasks, run by the real CLIs against a running edge-ai (no cloud).
+# Needs `npm install @anthropic-ai/claude-code @openai/codex` in $AGENTS (a scratch directory).
+# Usage: AGENTS=/tmp/agents scripts/eval/agent_clis.sh http://127.0.0.1:8088 [claude|codex|both]
+set -u
+url=${1:-http://127.0.0.1:8088}; which=${2:-both}
+bin=${AGENTS:-/tmp/agents}/node_modules/.bin
+tasks=("What is the code word written in inventory.txt? Answer with the code word only."
+       'Create a file greet.py that prints "hello edge".'
+       "The function add() in calc.py is wrong: it subtracts. Fix it so it adds.")
+setup() {
+  local d; d=$(mktemp -d); printf 'inventory\ncode word: PELICAN\n' > "$d/inventory.txt"
+  printf 'def add(a, b):\n    return a - b\n' > "$d/calc.py"; echo "$d"
+}
+check() {  # $1 task index, $2 directory, $3 the agent's output
+  case $1 in
+    0) grep -qi pelican <<< "$3" ;;
+    1) [ -f "$2/greet.py" ] && [ "$(cd "$2" && timeout 10 python3 greet.py 2>/dev/null)" = "hello edge" ] ;;
+    2) (cd "$2" && timeout 10 python3 -c 'from calc import add; assert add(2, 3) == 5') 2>/dev/null ;;
+  esac
+}
+run() {  # $1 agent
+  for i in 0 1 2; do
+    d=$(setup); start=$(date +%s)
+    if [ "$1" = claude ]; then
+      out=$(cd "$d" && ANTHROPIC_BASE_URL=$url ANTHROPIC_API_KEY=unused DISABLE_TELEMETRY=1 \
+            timeout 900 "$bin/claude" -p "${tasks[$i]}" --allowedTools Read Write Edit 2>&1)
+    else
+      home=$(mktemp -d); mkdir -p "$home/.codex"
+      printf 'model = "local"\nmodel_provider = "edge"\n[model_providers.edge]\nname = "edge"\nbase_url = "%s/v1"\nwire_api = "responses"\nenv_key = "EDGE_KEY"\n' "$url" > "$home/.codex/config.toml"
+      out=$(cd "$d" && HOME=$home CODEX_HOME=$home/.codex EDGE_KEY=unused timeout 900 "$bin/codex" exec --skip-git-repo-check \
+            --full-auto "${tasks[$i]}" 2>&1)
+    fi
+    if check "$i" "$d" "$out"; then ok=done; else ok=FAILED; fi
+    echo "$1 task $((i + 1)): $ok in $(( $(date +%s) - start )) s"
+    echo "$out" | tail -5 | sed 's/^/    /'
+  done
+}
+[ "$which" = codex ] || run claude
+[ "$which" = claude ] || run codex
