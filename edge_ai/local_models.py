@@ -47,6 +47,11 @@ class LocalModel:
             JinjaTemplate(source, engine.token_text(engine.bos_token), "") if source else None
         )
 
+    @property
+    def knows_tools(self) -> bool:
+        """Its chat template shows tools, calls and results in a format of its own (Qwen2.5's)."""
+        return self._template is not None and self._template.knows_tools
+
     def prompt_tokens(self, req: Request) -> list[int]:
         """Memoised: tokenizing a chat prompt costs ~0.6 ms here (several llama.cpp tokenizer calls over a
         262k-token vocabulary), which was most of an exact cache hit's CPU; exact hits are by definition
