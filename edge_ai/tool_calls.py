@@ -38,10 +38,20 @@ def openai_tools(tools: Iterable[Tool]) -> list[dict[str, Any]]:
             for t in tools]
 
 
+# After the results of a call, a user turn of its own: Qwen2.5-Coder-1.5B, shown the file it had read for
+# Claude Code ("code word: PELICAN"), read it again, and again; with this turn after the results it answered
+# "The code word written in inventory.txt is PELICAN." (the same words inside the results did not help).
+# Not after a failed call: told "File has not been read yet", it read the file on its own, and with this
+# turn refused ("I'm sorry, but I can't assist with that request").
+USE_RESULTS = "Use these results: answer the request from them, or make the next call it needs."
+FAILED = "[error] "  # how a result the client marked as an error (Anthropic's is_error) begins
+
+
 def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """Turns as a tool-aware template takes them: assistant `tool_calls` with parsed arguments, `tool` turns."""
+    """Turns as a tool-aware template takes them: assistant `tool_calls` with parsed arguments, `tool` turns,
+    each run of results followed by USE_RESULTS unless the client's own user turn follows or a call failed."""
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         msg: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.tool_calls:
             msg["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _parsed(c.arguments)}}
@@ -49,7 +59,19 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         if m.role == "tool":
             msg["tool_call_id"] = m.tool_call_id
         out.append(msg)
+        after = messages[i + 1].role if i + 1 < len(messages) else None
+        if m.role == "tool" and after not in ("tool", "user"):
+            results = _run_of_results(messages, i)
+            if not any(r.content.startswith(FAILED) for r in results):
+                out.append({"role": "user", "content": USE_RESULTS})
     return out
+
+
+def _run_of_results(messages: Sequence[Message], last: int) -> list[Message]:
+    first = last
+    while first > 0 and messages[first - 1].role == "tool":
+        first -= 1
+    return list(messages[first: last + 1])
 
 
 def as_text_turns(messages: Sequence[Message]) -> list[Message]:
@@ -85,32 +107,55 @@ def describe_tools(tools: Sequence[Tool]) -> str:
 
 def compact_tools(tools: Sequence[Tool]) -> tuple[Tool, ...]:
     """Tools as a small model can use them and two cores can prefill them: each its name, the first
-    sentence of its description and its parameters (names, types, enums, what is required), without the
-    per-field prose. Claude Code's 14 tools are 52 KB of descriptions; a 1.5B model lost in them calls the
-    wrong one, and prefilling them cold takes minutes here."""
-    return tuple(Tool(t.name, _first_sentence(t.description), _bare_schema(t.parameters)) for t in tools)
+    sentence of its description and the rules it states with "must" (Claude Code's Edit: "You must Read
+    the file in this conversation before editing, or the call will fail"; without it Qwen2.5-Coder-1.5B
+    edited unread files, failed and gave up), and its parameters (names, types, enums, what is required)
+    without the per-field prose. Claude Code's 14-25 tools are 52 KB of descriptions; a 1.5B model lost in
+    them calls the wrong one, and prefilling them cold takes minutes here."""
+    return tuple(Tool(t.name, _gist(t.description), _bare_schema(t.parameters)) for t in tools)
 
 
-COMPACT_SYSTEM_CHARS = 3000  # the start of an agent's system prompt: its identity and first instructions
+COMPACT_SYSTEM_CHARS = 1500  # the start of an agent's system prompt: who it is and its first instructions
 
 
 def compact_request(req: Request) -> Request:
-    """An agent's request as a small model sees it in the compact form: tools compacted, the start of the
-    system prompt (cut at a paragraph or line end), the turns as they are (fitting the context keeps the
-    latest). The cache scope is the full request's: only the prompt changes."""
+    """An agent's request as a small model sees it in the compact form: tools compacted; the start of the
+    system prompt (cut at a paragraph or line end) and, from the rest, the paragraphs that say where the
+    agent works (its working directory: Claude Code states it near the end, and a model without it invents
+    paths); the turns less the notes a harness puts into them (fitting the context keeps the latest). The
+    cache scope is the full request's: only the prompt changes."""
     system = req.system
     if len(system) > COMPACT_SYSTEM_CHARS:
         head = system[:COMPACT_SYSTEM_CHARS]
         cut = max(head.rfind("\n\n"), head.rfind("\n"))
-        system = head[:cut] if cut > COMPACT_SYSTEM_CHARS // 2 else head
-    return replace(req, tools=compact_tools(req.tools), system=system)
+        cut = cut if cut > COMPACT_SYSTEM_CHARS // 2 else COMPACT_SYSTEM_CHARS
+        facts = [p for p in re.split(r"\n\s*\n", system[cut:]) if _WHERE.search(p)]
+        system = "\n\n".join([system[:cut].rstrip(), *(p.strip() for p in facts)])
+    turns = tuple(replace(m, content=_HARNESS_NOTE.sub("", m.content) or m.content) if m.role == "user" else m
+                  for m in req.messages)
+    return replace(req, tools=compact_tools(req.tools), system=system, messages=turns)
 
 
-def _first_sentence(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    m = re.search(r"(?<=[.!?])\s", text)
-    first = text[: m.start()] if m else text
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+# Notes an agent's harness puts into user turns (Claude Code: the date, reminders, skills; ~10 KB): the
+# 1.5B coder, seeing a user turn open with one, answered by writing it out again in 4 of 6 turns tried.
+_HARNESS_NOTE = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)
+
+# A paragraph of an agent's system prompt that says where it works.
+_WHERE = re.compile(r"working directory|\bcwd\b|<env>|environment_context", re.IGNORECASE)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+\s*(?:[-*]\s+)?")
+_RULE = re.compile(r"\bmust\b", re.IGNORECASE)
+
+
+def _gist(text: str, limit: int = 200, rules: int = 3) -> str:
+    """A tool description's first sentence and up to `rules` sentences that say what a call must do."""
+    sentences = [" ".join(s.split()).lstrip("-* ") for s in _SENTENCE_END.split(text.strip())]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        return ""
+    kept = [sentences[0]] + [s for s in sentences[1:] if _RULE.search(s)][:rules]
+    return " ".join(k if len(k) <= limit else k[: limit - 1].rstrip() + "…" for k in kept)
 
 
 _SCHEMA_KEEP = ("type", "properties", "required", "additionalProperties", "items", "enum", "anyOf", "oneOf", "const", "default")
@@ -155,15 +200,17 @@ CALL_TRIGGERS = (r'(?:^|\n|```(?:json)?\s*|<tool_call>\s*|<tools>\s*)[ \t]*(\{\s
 
 
 def lazy_call_grammar(call_gbnf: str) -> str:
-    """The grammar of what follows a call's first `{`: the call (`call_gbnf`, whose root is one call), its
-    closing fence or tag, and more calls, each opened the same way; then the answer ends."""
+    """The grammar of what follows a call's first `{`: one call (`call_gbnf`, whose root is one call) and its
+    closing fence or tag; then the answer ends. One call an answer, as llama.cpp's server does unless a
+    client asks for parallel calls: left to go on, Qwen2.5-Coder-1.5B answered Claude Code's "read
+    inventory.txt" with five calls, each the last one's path a little more mangled, until max_tokens (64,000
+    there). An agent loop asks again with the call's result, so nothing is lost but a turn."""
     body = re.sub(r"^root ::=", "edge-call ::=", call_gbnf, flags=re.MULTILINE)
     # the model's own layout: it writes calls indented over several lines as often as on one
     body = re.sub(r"^space ::= .*$", r"space ::= [ \\t\\n]{0,20}", body, flags=re.MULTILINE)
     return body + (
-        '\nroot ::= edge-call (edge-close edge-open edge-call)* edge-close'
-        '\nedge-close ::= "\\n"? ("```" | "</tool_call>" | "</tools>")?'
-        '\nedge-open ::= "\\n"+ ("```json\\n" | "```\\n" | "<tool_call>\\n")?\n'
+        '\nroot ::= edge-call edge-close'
+        '\nedge-close ::= "\\n"? ("```" | "</tool_call>" | "</tools>")?\n'
     )
 
 

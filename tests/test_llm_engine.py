@@ -1,4 +1,4 @@
-"""The continuous-batching core on the real default model (SmolLM2-135M-Instruct); Gemma 3 270M where its
+"""The continuous-batching core on a real model (SmolLM2-135M-Instruct, the fastest); Gemma 3 270M where its
 sliding-window layers are what is tested."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from edge_ai.chat_template import JinjaTemplate, gemma_prompt
 from edge_ai.engines.llm import REUSE_OVER_PACKING, LLMEngine, SamplingParams, Slot, StopMatcher
 from edge_ai.errors import ContextOverflow, Overloaded
-from edge_ai.model_files import default_gguf, resolve_gguf
+from edge_ai.model_files import resolve_gguf
 from edge_ai.request import Final, Message
 
 
@@ -18,7 +18,10 @@ from edge_ai.request import Final, Message
 def engine(tmp_path_factory):
     from tests.conftest import ROOT
 
-    eng = LLMEngine(default_gguf(ROOT / "models"), n_slots=16, n_ctx_slot=512, n_batch=256, max_queue=4)
+    # Without drafts: these tests compare answers bit for bit across batch shapes, and a draft changes a
+    # step's shape (on two threads, the last bits of a long context's logits; see the speculation tests).
+    eng = LLMEngine(resolve_gguf("smollm2", ROOT / "models"), n_slots=16, n_ctx_slot=512, n_batch=256, max_queue=4,
+                    speculate=False)
     yield eng
     eng.close()
 
@@ -379,3 +382,103 @@ def test_penalties_and_min_p_are_applied(engine):
     penalised = run(go(SamplingParams(temperature=0, max_tokens=30, repeat_penalty=1.5)))
     assert plain != penalised
     assert run(go(SamplingParams(temperature=0.7, min_p=0.1, top_k=40, seed=3, max_tokens=8))).strip()
+
+
+# ---- speculative decoding ---------------------------------------------------------------------------
+
+CODE = "\n".join(f"def helper_{i}(value):\n    total = value * {i} + {i * 3}\n    return WidgetFactory.build(total, "
+                 f"name='w{i}')\n" for i in range(8))
+REWRITE = f"Rewrite this Python code with the class WidgetFactory renamed to PartFactory. Output only the code.\n\n{CODE}"
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """The same model with and without drafts, on one thread each: one thread computes a row of a step's
+    logits the same whether the step holds one token of its sequence or several (on two, llama.cpp splits
+    a lone row's attention over the threads, and long contexts then differ in the last bits, as a reused
+    prefix does), so the answers must agree token for token."""
+    from tests.conftest import ROOT
+
+    path = resolve_gguf("smollm2", ROOT / "models")
+    plain = LLMEngine(path, n_slots=2, n_ctx_slot=2048, n_batch=256, n_threads=1, speculate=False)
+    drafting = LLMEngine(path, n_slots=2, n_ctx_slot=2048, n_batch=256, n_threads=1, speculate=True)
+    yield plain, drafting
+    plain.close()
+    drafting.close()
+
+
+def drafted(engine: LLMEngine) -> tuple[int, int]:
+    s = engine.stats
+    return s.drafted_from_prompt + s.drafted_from_answer, s.accepted_from_prompt + s.accepted_from_answer
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0, max_tokens=200),
+    SamplingParams(temperature=0, max_tokens=200, repeat_penalty=1.1, dry_multiplier=0.5),  # the chain, in order
+], ids=["greedy", "greedy-under-penalties"])
+def test_speculation_gives_the_same_answer_token_for_token(engines, params):
+    plain, drafting = engines
+    before = drafted(drafting)
+
+    async def ask(engine: LLMEngine) -> Final:
+        return await engine.submit(prompt(engine, REWRITE), params).result()
+
+    want, got = run(ask(plain)), run(ask(drafting))
+    n_drafted, n_accepted = (a - b for a, b in zip(drafted(drafting), before))
+    assert got.text == want.text and got.completion_tokens == want.completion_tokens
+    assert n_drafted > 0 and n_accepted > 0  # drafts were decoded and some kept: speculation really ran
+
+
+def test_a_grammar_constrained_answer_with_drafts_is_the_same(engines):
+    """A forced call quoting the code: each draft token is checked against the grammar as it is picked."""
+    from edge_ai.local_models import grammar_for
+    from edge_ai.request import Constraint, Tool
+
+    edit = Tool("Edit", "Replace text in a file.", {"type": "object", "required": ["old_string", "new_string"], "properties": {
+        "old_string": {"type": "string"}, "new_string": {"type": "string"}}})
+    params = SamplingParams(temperature=0, max_tokens=120, grammar=grammar_for(Constraint("tool", tools=(edit,))))
+    plain, drafting = engines
+    ask = f"Call Edit to rename helper_2 to helper_two in this code.\n\n{CODE}"
+
+    async def go(engine: LLMEngine) -> str:
+        return (await engine.submit(prompt(engine, ask), params).result()).text
+
+    before = drafted(drafting)[0]
+    assert run(go(drafting)) == run(go(plain))
+    assert drafted(drafting)[0] > before
+
+
+def test_rejected_drafts_leave_the_kv_as_if_never_decoded(engines):
+    """The next request reuses the slot's prefix (the first answer's context, drafts removed from its KV
+    where rejected): its answer must be the one the plain engine gives after the same first request."""
+    plain, drafting = engines
+    follow = SamplingParams(temperature=0, max_tokens=60)
+
+    async def two(engine: LLMEngine) -> tuple[str, int]:
+        first = await engine.submit(prompt(engine, REWRITE), SamplingParams(temperature=0, max_tokens=120)).result()
+        history = [Message("user", REWRITE), Message("assistant", first.text), Message("user", "Now add a docstring to helper_0.")]
+        reused = engine.stats.prompt_tokens_reused
+        second = await engine.submit(chat(engine, "", history), follow).result()
+        return second.text, engine.stats.prompt_tokens_reused - reused
+
+    (want, _), (got, reused) = run(two(plain)), run(two(drafting))
+    assert reused > len(prompt(drafting, REWRITE)) // 2  # the second request did build on the first one's KV
+    assert got == want
+
+
+def test_drafts_are_found_in_the_context_and_rest_after_misses():
+    from edge_ai.engines.draft import DRAFT_FIRST, DRAFT_MAX, MISSES_TO_REST, REST_TOKENS, NgramDraft
+
+    d = NgramDraft()
+    d.reset(prompt_len=12)
+    context = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6]
+    assert d.propose(context, limit=3) == ([7, 8, 9], "prompt")  # what followed 1..6 the last time
+    chance = NgramDraft()
+    chance.reset(prompt_len=8)
+    assert chance.propose([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3], limit=3) == ([], "")  # three tokens: by chance
+    d.settle(drafted=3, accepted=3)
+    assert d.length == min(2 * DRAFT_FIRST, DRAFT_MAX)  # longer after a whole draft was kept
+    for _ in range(MISSES_TO_REST):
+        d.settle(drafted=2, accepted=0)
+    assert all(d.propose(context, limit=3) == ([], "") for _ in range(REST_TOKENS))
+    assert d.propose(context, limit=3)[0]  # drafting again after the rest

@@ -6,14 +6,15 @@ import shutil
 
 import pytest
 
-from edge_ai.model_files import DEFAULT_MODEL, SMOLLM2, ModelFileError, packaged_gguf, resolve_gguf, sha256_of
+from edge_ai.model_files import (DEFAULT_MODEL, QWEN_CODER_15, SMOLLM2, ModelFileError, packaged_gguf, resolve_gguf,
+                                 sha256_of)
 from tests.conftest import ROOT
 
 
-def test_the_default_is_the_instruction_tuned_smollm2():
-    assert DEFAULT_MODEL == "smollm2"
+def test_the_default_is_the_coding_model_with_a_tool_format_and_fetch_models_put_it_in_place():
+    assert DEFAULT_MODEL == "qwen-coder-1.5b"
     path = resolve_gguf("", ROOT / "models")
-    assert path.name == SMOLLM2.file and sha256_of(path) == SMOLLM2.sha256
+    assert path.name == QWEN_CODER_15.file and sha256_of(path) == QWEN_CODER_15.sha256
 
 
 def test_a_missing_packaged_model_names_the_command_that_fetches_it(tmp_path):

@@ -182,3 +182,86 @@ def test_the_compact_form_keeps_name_first_sentence_and_what_a_valid_call_needs(
         "properties": {"file_path": {"type": "string"}, "mode": {"type": "string", "enum": ["a", "b"]},
                        "edits": {"type": "array", "items": {"type": "object", "properties": {"old": {"type": "string"}}}}}}
     assert len(json.dumps(small.__dict__)) < len(json.dumps(long.__dict__)) / 4
+
+
+def test_the_call_grammar_ends_the_answer_after_one_call():
+    """A small model left to go on writes the same call again and again (five, ever more mangled, until
+    max_tokens): after one call and its closing fence the grammar allows only the end of the answer."""
+    import ctypes
+
+    import llama_cpp.llama_cpp as ll
+    import numpy as np
+
+    from edge_ai.engines.llm import _make_grammar
+    from edge_ai.local_models import grammar_for
+    from edge_ai.model_files import default_gguf
+    from edge_ai.request import Constraint
+
+    ll.llama_backend_init()
+    params = ll.llama_model_default_params()
+    params.vocab_only = True
+    model = ll.llama_model_load_from_file(str(default_gguf("models")).encode(), params)
+    vocab = ll.llama_model_get_vocab(model)
+
+    def tokens(text: str) -> list[int]:
+        buf = (ll.llama_token * 256)()
+        n = ll.llama_tokenize(vocab, text.encode(), len(text.encode()), buf, 256, False, False)
+        return list(buf[:n])
+
+    def allowed(grammar, candidates: list[int]) -> list[int]:
+        data = (ll.llama_token_data * len(candidates))(*(ll.llama_token_data(t, 0.0, 0.0) for t in candidates))
+        arr = ll.llama_token_data_array(data, len(candidates), -1, False)
+        ll.llama_sampler_apply(grammar, ctypes.byref(arr))
+        return [data[i].id for i in range(len(candidates)) if np.isfinite(data[i].logit)]
+
+    try:
+        grammar = _make_grammar(vocab, lazy_call_grammar(grammar_for(Constraint("tool", tools=tuple(TOOLS)))))
+        for t in tokens('{"name": "read_file", "arguments": {"path": "a.txt"}}\n```'):
+            ll.llama_sampler_accept(grammar, t)
+        eos, newline, brace = ll.llama_vocab_eos(vocab), tokens("\n")[0], tokens("{")[0]
+        assert allowed(grammar, [eos, newline, brace]) == [eos]
+        ll.llama_sampler_free(grammar)
+    finally:
+        ll.llama_model_free(model)
+
+
+def test_the_compact_form_keeps_where_the_agent_works_and_drops_harness_notes():
+    from dataclasses import replace
+
+    from edge_ai.request import Request
+    from edge_ai.tool_calls import COMPACT_SYSTEM_CHARS, compact_request
+
+    system = ("You are a coding agent.\n\n" + "Memory: save notes under /home/u/.agent/memory/.\n" * 80 +
+              "\n# Environment\n - Primary working directory: /work/project\n - Platform: linux\n\n# Style\nBe terse.\n")
+    note = "<system-reminder>\nToday's date is 2026-12-05. Skills: a, b, c.\n</system-reminder>\n\n"
+    req = Request(model="m", system=system, messages=(Message("user", note + "Fix calc.py."),), tools=tuple(TOOLS))
+    small = compact_request(req)
+    assert small.system.startswith("You are a coding agent.") and len(small.system) < COMPACT_SYSTEM_CHARS + 200
+    assert "Primary working directory: /work/project" in small.system and "Be terse." not in small.system
+    assert small.messages[0].content == "Fix calc.py."
+    only_a_note = replace(req, messages=(Message("user", note),))
+    assert compact_request(only_a_note).messages[0].content == note  # nothing but a note: kept
+
+
+def test_the_compact_form_keeps_the_rules_a_call_must_follow():
+    from edge_ai.tool_calls import compact_tools
+
+    edit = Tool("Edit", "Performs exact string replacement in a file.\n\n- You must Read the file before editing, or the "
+                "call will fail.\n- Prefer small edits.\n- `old_string` must match the file exactly.", {"type": "object"})
+    (small,) = compact_tools([edit])
+    assert small.description == ("Performs exact string replacement in a file. You must Read the file before editing, "
+                                 "or the call will fail. `old_string` must match the file exactly.")
+
+
+def test_results_are_followed_by_a_turn_to_use_them_unless_a_call_failed_or_the_client_speaks():
+    from edge_ai.tool_calls import FAILED, USE_RESULTS, template_messages
+
+    call = Message("assistant", "", tool_calls=(ToolCall("c1", "read_file", '{"path": "a.txt"}'),))
+    ask = Message("user", "What does a.txt say?")
+    ok = Message("tool", "code word: kiwi", tool_call_id="c1")
+    turns = template_messages([ask, call, ok])
+    assert turns[-1] == {"role": "user", "content": USE_RESULTS} and turns[-2]["role"] == "tool"
+    failed = Message("tool", FAILED + "no such file", tool_call_id="c1")
+    assert template_messages([ask, call, failed])[-1]["role"] == "tool"
+    assert template_messages([ask, call, ok, Message("user", "thanks")])[-1] == {"role": "user", "content": "thanks"}
+    assert sum(t["content"] == USE_RESULTS for t in template_messages([ask, call, ok, call, ok])) == 2

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from edge_ai.errors import BadRequest, EdgeError, Overloaded, RateLimited
 from edge_ai.request import CacheControl, Constraint, Final, Message, Request, Tool, ToolCall, merge_turns
+from edge_ai.tool_calls import FAILED
 
 # ---- errors ---------------------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ def _turns(m: AnthropicMessage, i: int) -> list[Message]:
         inner = b.get("content", "")
         text = inner if isinstance(inner, str) else _content(inner, i)
         if b.get("is_error"):
-            text = f"[error] {text}"
+            text = FAILED + text
         out.append(Message("tool", text, tool_call_id=str(b.get("tool_use_id") or "")))
     rest = [b for b in m.content if b.get("type") != "tool_result"]
     if rest or not results:

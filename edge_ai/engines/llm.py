@@ -11,6 +11,10 @@ Named after the concepts of llama.cpp's own server:
   `llama_decode`, and samples a token for every slot that has logits in that batch. New tasks join
   between steps; a finished or cancelled task frees its slot at once.
 
+- **Draft** (speculation, in the step): a decoding slot may add tokens guessed from its own context
+  (engines/draft.py) after its pending token; the step computes logits for all of them, `_verify` keeps
+  the run the model itself would have produced and removes the rest from the slot's KV.
+
 Admission is bounded: past `max_queue` waiting tasks, `submit` raises `Overloaded`.
 """
 
@@ -22,6 +26,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -31,6 +36,8 @@ from typing import AsyncIterator
 
 import llama_cpp as ll
 import numpy as np
+
+from edge_ai.engines.draft import NgramDraft
 
 from edge_ai.engines.priority import lower_priority
 
@@ -174,9 +181,14 @@ class Slot:
     sampler: ctypes.c_void_p | None = None
     grammar: ctypes.c_void_p | None = None  # checked apart from the sampler chain (see _sample_constrained)
     seen: set[int] | None = None  # tokens generated so far, when only they can be penalised (_penalised_argmax)
+    call_begins: re.Pattern[str] | None = None  # a lazy grammar's triggers: where a tool call begins
+    in_call: bool = False  # the answer has begun a call: decoded greedy without penalties from here
     decoder: codecs.IncrementalDecoder | None = None
     matcher: StopMatcher | None = None
     started: int = 0  # admission order, for fair prefill
+    drafts: NgramDraft = field(default_factory=NgramDraft)
+    draft: list[int] = field(default_factory=list)  # tokens guessed after `pending` in this step
+    draft_source: str = ""  # where they were found: "prompt" or "answer"
 
     @property
     def free(self) -> bool:
@@ -192,12 +204,20 @@ class EngineStats:
     rejected: int = 0
     decode_s: float = 0.0  # time inside llama_decode
     batch_tokens: int = 0  # tokens over all steps (batch fill = batch_tokens / steps)
+    drafted_from_prompt: int = 0  # draft tokens decoded, found in the prompt
+    accepted_from_prompt: int = 0  # of those, the ones the model would have produced
+    drafted_from_answer: int = 0  # the same, for drafts found in the answer so far
+    accepted_from_answer: int = 0
 
 
 _log_callback = None
 
 PREFIX_LEAST = 256  # shorter prompt prefixes are cheap to compute again: not kept across a restart
 PREFIXES_KEPT = 4  # SmolLM2 at 3,000 tokens: ~70 MB each on disk
+# Drafts ride in a step only while it holds fewer tokens than this: a CPU step of a few tokens costs little
+# more than one (the weights are read once either way), a full one costs in proportion, and there drafts
+# would take compute from the other slots (BENCHMARKS.md, "Speculative decoding").
+DRAFT_STEP_TOKENS = 16
 
 
 def _silence_llama_logs() -> None:
@@ -232,6 +252,7 @@ class LLMEngine:
         extra_buffers: bool = False,
         nice: int = 0,
         prefix_dir: str | Path | None = None,
+        speculate: bool = False,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -279,6 +300,9 @@ class LLMEngine:
             raise RuntimeError("could not create the llama.cpp context")
         self.mem = ll.llama_get_memory(self.ctx)
         self.n_swa = ll.llama_model_n_swa(self.model)
+        # not with sliding-window layers: a draft's cells push the window on, and removing rejected ones
+        # cannot bring back the cells it pushed out
+        self.speculate = speculate and self.n_swa <= 0
 
         self.batch = ll.llama_batch_init(n_batch, 0, 1)
         self._b_token = np.ctypeslib.as_array(self.batch.token, shape=(n_batch,))
@@ -513,6 +537,10 @@ class LLMEngine:
             slot.matcher = StopMatcher(task.params.stop)
             slot.sampler = slot.grammar = None
             slot.seen = set() if task.params.greedy_under_penalties else None
+            triggers = task.params.grammar_triggers
+            slot.call_begins, slot.in_call = (re.compile("|".join(triggers)) if triggers else None), False
+            slot.drafts.reset(len(task.tokens))
+            slot.draft, slot.draft_source = [], ""
             try:  # a sampler that cannot be made fails its task, never the engine thread
                 slot.sampler = None if task.params.greedy else self._sampler_for(task.params)
                 if task.params.grammar:
@@ -564,16 +592,27 @@ class LLMEngine:
                 self._release(slot)
 
     def _step(self) -> None:
-        # what each busy slot puts into this step: its pending token, or a prompt chunk (the token
-        # budget goes to the oldest admissions first)
+        # what each busy slot puts into this step: its pending token (and a draft after it), or a prompt
+        # chunk (the token budget goes to the oldest admissions first)
         work: list[tuple[Slot, list[int], int]] = []  # (slot, tokens, first position)
         budget = self.n_batch
         active = sorted((s for s in self.slots if not s.free), key=lambda s: s.started)
-        for slot in active:
-            if slot.pending is not None:
-                work.append((slot, [slot.pending], len(slot.cache_tokens)))
-                slot.pending = None
-                budget -= 1
+        decoding = [s for s in active if s.pending is not None]
+        # no drafts beside a prompt being prefilled: that step is compute-bound already, and each drafted
+        # token costs what a prompt token does (16 clients: 0.89x with them, BENCHMARKS.md)
+        prefilling = any(s.task is not None and s.n_prefilled < len(s.task.tokens) for s in active)
+        spare = DRAFT_STEP_TOKENS - len(decoding) if self.speculate and not prefilling else 0
+        for slot in decoding:
+            assert slot.pending is not None and slot.task is not None
+            slot.draft, slot.draft_source = [], ""
+            if spare > 0:
+                room = min(spare, self.n_ctx_slot - len(slot.cache_tokens) - 2,
+                           slot.task.params.max_tokens - slot.n_generated - 1)
+                slot.draft, slot.draft_source = slot.drafts.propose(slot.cache_tokens + [slot.pending], room)
+                spare -= len(slot.draft)
+            work.append((slot, [slot.pending, *slot.draft], len(slot.cache_tokens)))
+            slot.pending = None
+            budget -= 1 + len(slot.draft)
         for slot in active:
             assert slot.task is not None
             todo = len(slot.task.tokens) - slot.n_prefilled
@@ -586,7 +625,7 @@ class LLMEngine:
             budget -= take
         # written in sequence-id order: llama.cpp groups consecutive ids into one ubatch
         n = 0
-        rows: list[tuple[Slot, int]] = []
+        rows: list[tuple[Slot, int]] = []  # (slot, its first row with logits)
         for slot, tokens, pos0 in sorted(work, key=lambda w: w[0].id):
             take = len(tokens)
             self._b_token[n : n + take] = tokens
@@ -598,8 +637,9 @@ class LLMEngine:
             n += take
             assert slot.task is not None
             if len(slot.cache_tokens) >= len(slot.task.tokens):  # a generated token, or the prompt's last chunk
-                self._b_logits[n - 1] = 1
-                rows.append((slot, n - 1))
+                first = n - 1 - len(slot.draft)  # the pending token's row, then one per draft token
+                self._b_logits[first:n] = 1
+                rows.append((slot, first))
         if n == 0:
             return
         self.batch.n_tokens = n
@@ -611,33 +651,81 @@ class LLMEngine:
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         for slot, row in rows:
-            self._sample(slot, row)
+            if slot.draft:
+                self._verify(slot, row)
+            else:
+                self._sample(slot, row)
 
     def _sample(self, slot: Slot, row: int) -> None:
-        task = slot.task
-        assert task is not None and slot.decoder is not None and slot.matcher is not None
+        token = self._pick(slot, row)
+        if self._take(slot, token, len(slot.cache_tokens)):
+            slot.pending = token
+
+    def _verify(self, slot: Slot, row: int) -> None:
+        """The slot's pending token and draft were decoded at rows row, row+1, …: pick a token from each
+        row as `_sample` would, in order, while the pick is the draft's next token. The first pick that is
+        not (or the pick after the whole draft) becomes the pending token; the draft tokens after it are
+        removed from the KV. Each pick sees the sampler state of the picks before it, exactly as without
+        a draft, so the answer is the same (greedy: token for token)."""
+        draft, source = slot.draft, slot.draft_source
+        slot.draft, slot.draft_source = [], ""
+        base = len(slot.cache_tokens) - len(draft)  # context length up to and with the pending token
+        accepted = 0
+        for i in range(len(draft) + 1):
+            token = self._pick(slot, row + i)
+            hit = i < len(draft) and token == draft[i]
+            accepted += hit
+            going = self._take(slot, token, base + i)
+            if not hit or not going:
+                keep = base + i + hit  # an accepted draft token's KV is the answer's; the rest is removed
+                ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1)
+                del slot.cache_tokens[keep:]
+                if going:
+                    slot.pending = token
+                break
+        slot.drafts.settle(len(draft), accepted)
+        if source == "prompt":
+            self.stats.drafted_from_prompt += len(draft)
+            self.stats.accepted_from_prompt += accepted
+        else:
+            self.stats.drafted_from_answer += len(draft)
+            self.stats.accepted_from_answer += accepted
+
+    def _pick(self, slot: Slot, row: int) -> int:
+        """The next token from batch row `row`'s logits, under the slot's sampler and grammar."""
         if slot.grammar is not None:
-            token = self._sample_constrained(slot, row)
-        elif slot.sampler is None:
-            token = int(self._logits(row).argmax())
-        elif slot.seen is not None:
+            return self._sample_constrained(slot, row)
+        if slot.sampler is None:
+            return int(self._logits(row).argmax())
+        if slot.seen is not None:
             token = _penalised_argmax(slot.sampler, self._logits(row), slot.seen)
             ll.llama_sampler_accept(slot.sampler, token)
             slot.seen.add(token)
-        else:
-            token = ll.llama_sampler_sample(slot.sampler, self.ctx, row)
+            return token
+        return ll.llama_sampler_sample(slot.sampler, self.ctx, row)
+
+    def _take(self, slot: Slot, token: int, decoded: int) -> bool:
+        """Add a picked token to the slot's answer (`decoded`: the context tokens whose KV precedes it);
+        False when the answer ends with it."""
+        task = slot.task
+        assert task is not None and slot.decoder is not None and slot.matcher is not None
         slot.n_generated += 1
         self.stats.generated_tokens += 1
         if ll.llama_vocab_is_eog(self.vocab, token):
-            return self._finish(slot, "stop")
+            self._finish(slot, "stop")
+            return False
         delta, stopped = slot.matcher.feed(slot.decoder.decode(self._piece(token)))
         if delta:
             task.emit(delta)
+        if slot.call_begins is not None and not slot.in_call:
+            slot.in_call = slot.call_begins.search(slot.matcher.text) is not None
         if stopped:
-            return self._finish(slot, "stop")
-        if slot.n_generated >= task.params.max_tokens or len(slot.cache_tokens) + 1 >= self.n_ctx_slot:
-            return self._finish(slot, "length")
-        slot.pending = token
+            self._finish(slot, "stop")
+            return False
+        if slot.n_generated >= task.params.max_tokens or decoded + 1 >= self.n_ctx_slot:
+            self._finish(slot, "length")
+            return False
+        return True
 
     def _sample_constrained(self, slot: Slot, row: int) -> int:
         """Sample as usual, then check that one token against the grammar; only when it is refused is the
@@ -645,8 +733,10 @@ class LLMEngine:
         candidates on every step would hold up every other slot's step (llama.cpp's server does the same)."""
         assert slot.sampler is not None and slot.grammar is not None
         logits = self._logits(row)
-        if slot.seen is not None:  # greedy under lowering penalties: the answer's own tokens and the best other
-            token = _penalised_argmax(slot.sampler, logits, slot.seen)
+        if slot.seen is not None and not slot.in_call:  # greedy under lowering penalties: the answer's own
+            token = _penalised_argmax(slot.sampler, logits, slot.seen)  # tokens and the best other
+        elif slot.seen is not None:  # greedy inside a tool call: a call copies paths and strings from the
+            token = int(logits.argmax())  # context, which penalties on repeats would mangle
         else:
             cands = self._candidates(logits)
             ll.llama_sampler_apply(slot.sampler, ctypes.byref(cands))

@@ -167,6 +167,10 @@ class _EngineCollector(Collector):
             decode = CounterMetricFamily("edge_ai_llm_decode_seconds", "Time inside the model's forward passes.", labels=["model"])
             computed = CounterMetricFamily("edge_ai_llm_prompt_tokens_computed", "Prompt tokens computed (not reused from a slot's KV).", labels=["model"])
             reused = CounterMetricFamily("edge_ai_llm_prompt_tokens_reused", "Prompt tokens reused from a slot's KV.", labels=["model"])
+            drafted = CounterMetricFamily("edge_ai_llm_draft_tokens", "Speculative draft tokens decoded, by where they were "
+                                          "found (prompt or answer).", labels=["model", "source"])
+            accepted = CounterMetricFamily("edge_ai_llm_draft_tokens_accepted", "Draft tokens the model agreed with (kept).",
+                                           labels=["model", "source"])
             for m in rt.models.all():
                 load = m.engine.load()
                 slots.add_metric([m.name], load["slots"])
@@ -176,7 +180,10 @@ class _EngineCollector(Collector):
                 decode.add_metric([m.name], load["decode_s"])
                 computed.add_metric([m.name], load["prompt_tokens"])
                 reused.add_metric([m.name], load["prompt_tokens_reused"])
-            yield from (slots, busy, queue, rejected, decode, computed, reused)
+                for source in ("prompt", "answer"):
+                    drafted.add_metric([m.name, source], load[f"drafted_from_{source}"])
+                    accepted.add_metric([m.name, source], load[f"accepted_from_{source}"])
+            yield from (slots, busy, queue, rejected, decode, computed, reused, drafted, accepted)
         if rt.gateway is not None:
             outcomes = CounterMetricFamily("edge_ai_upstream_requests", "Cloud requests by upstream and outcome.",
                                            labels=["upstream", "outcome"])

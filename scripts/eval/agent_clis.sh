@@ -29,7 +29,7 @@ run() {  # $1 agent
       home=$(mktemp -d); mkdir -p "$home/.codex"
       printf 'model = "local"\nmodel_provider = "edge"\n[model_providers.edge]\nname = "edge"\nbase_url = "%s/v1"\nwire_api = "responses"\nenv_key = "EDGE_KEY"\n' "$url" > "$home/.codex/config.toml"
       out=$(cd "$d" && HOME=$home CODEX_HOME=$home/.codex EDGE_KEY=unused timeout 900 "$bin/codex" exec --skip-git-repo-check \
-            --full-auto "${tasks[$i]}" 2>&1)
+            --sandbox workspace-write "${tasks[$i]}" 2>&1)
     fi
     if check "$i" "$d" "$out"; then ok=done; else ok=FAILED; fi
     echo "$1 task $((i + 1)): $ok in $(( $(date +%s) - start )) s"
