@@ -218,6 +218,7 @@ PREFIXES_KEPT = 4  # SmolLM2 at 3,000 tokens: ~70 MB each on disk
 # more than one (the weights are read once either way), a full one costs in proportion, and there drafts
 # would take compute from the other slots (BENCHMARKS.md, "Speculative decoding").
 DRAFT_STEP_TOKENS = 16
+CALL_TRIGGER_SPAN = 256  # longer than any text a tool call's trigger pattern matches (a fence or tag, "{", a name)
 
 
 def _silence_llama_logs() -> None:
@@ -718,7 +719,10 @@ class LLMEngine:
         if delta:
             task.emit(delta)
         if slot.call_begins is not None and not slot.in_call:
-            slot.in_call = slot.call_begins.search(slot.matcher.text) is not None
+            # a trigger ends at the newest token: search the answer's tail, not all of it on every token
+            # (`^` still matches only at the answer's start)
+            text = slot.matcher.text
+            slot.in_call = slot.call_begins.search(text, max(0, len(text) - CALL_TRIGGER_SPAN)) is not None
         if stopped:
             self._finish(slot, "stop")
             return False
