@@ -16,7 +16,6 @@ from edge_ai.request import Message, Tool
 from edge_ai.tool_calls import (
     WHEN_TO_CALL,
     as_text_turns,
-    describe_tools,
     openai_tools,
     template_knows_tools,
     template_messages,
@@ -32,15 +31,13 @@ class Tokenizer(Protocol):
     def token_text(self, token: int) -> str: ...
 
 
-def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "",
-                 tools: Sequence[Tool] = ()) -> list[int]:
+def gemma_prompt(tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "") -> list[int]:
     """<bos><start_of_turn>user\\n{system}\\n\\n{text}<end_of_turn>\\n<start_of_turn>model\\n ...
 
-    Gemma has no system role: the system prompt opens the first user turn. It has no tool format either:
-    tools are described in the system prompt, calls and results written into the turns.
+    Gemma has no system role: the system prompt opens the first user turn. It has no tool format either, so
+    it is offered no tools (see `AnswerPolicy.answer`); calls and results of earlier turns are written into
+    the turns as text.
     """
-    if tools:
-        system = "\n\n".join(filter(None, [system, describe_tools(tools)]))
     messages = as_text_turns(messages)
     if system and not any(m.role == "user" for m in messages):  # the system prompt alone still counts
         messages = [Message("user", system), *messages]
@@ -75,15 +72,15 @@ class JinjaTemplate:
 
     def prompt(self, tok: Tokenizer, system: str, messages: Sequence[Message], prefill: str = "",
                tools: Sequence[Tool] = ()) -> list[int]:
+        """`tools` only where the template knows them (`knows_tools`): the answer policy offers no tools to
+        a model without a tool format."""
         extra = {}
         if self.knows_tools:  # tools, calls and results in the template's own format
             turns = template_messages(messages)
             if tools:
                 extra["tools"] = openai_tools(tools)
                 system = "\n\n".join(filter(None, [system, WHEN_TO_CALL]))
-        else:
-            if tools:
-                system = "\n\n".join(filter(None, [system, describe_tools(tools)]))
+        else:  # calls and results of earlier turns (another model's, or the cloud's) as text
             turns = [{"role": m.role, "content": m.content} for m in as_text_turns(messages)]
         msgs = ([{"role": "system", "content": system}] if system else []) + turns
         text = self._template.render(

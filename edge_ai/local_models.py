@@ -22,6 +22,7 @@ log = logging.getLogger("edge_ai.local")
 PROMPT_MEMO = 4096  # prompts whose tokens are kept (least recently used go first)
 LEAST_ANSWER_SHARE = 4  # a prompt that must be cut to fit leaves this share of the context to the answer
 COMPACT_ABOVE = 4096  # an agent's prompt (with tools) longer than this, answer included, is shown compact
+SYSTEM_START_SHARE = 8  # a cut system prompt keeps at least this share of the budget, from its start
 
 
 @dataclass
@@ -69,7 +70,7 @@ class LocalModel:
         system = "\n\n".join(filter(None, [req.system or self.default_system, _instruction(req.constraint)]))
         if self._template is not None:
             return self._template.prompt(self.engine, system, req.messages, req.prefill, req.tools)
-        return gemma_prompt(self.engine, system, req.messages, req.prefill, req.tools)
+        return gemma_prompt(self.engine, system, req.messages, req.prefill)
 
     def prepare(self, req: Request, default_max_tokens: int) -> Prepared:
         """Tokens and sampling for `req`. A prompt too long for a slot is cut to fit (see `_fit`), never
@@ -114,8 +115,8 @@ class LocalModel:
     def _fit(self, req: Request, budget: int) -> list[int]:
         """Cut a prompt to `budget` tokens, as an agent's context is best kept: the start of the system
         prompt (instructions, tools) and the latest turns stay; whole messages in between go first, oldest
-        first, in user/assistant pairs; then the system prompt's tail; then the last tools; then the middle
-        of the last message."""
+        first, in user/assistant pairs; then the system prompt's tail, down to its start; then the last
+        tools; then the middle of the last message."""
         if req.kind == "completion":
             tokens = self._tokenize(req)
             return tokens[:1] + tokens[len(tokens) - budget + 1 :]  # BOS, then the end of the text
@@ -137,7 +138,9 @@ class LocalModel:
         over = len(self._tokenize(cut)) - budget
         if over > 0 and req.system:
             sys_tokens = self.engine.tokenize(req.system)
-            keep = max(0, len(sys_tokens) - over - 8)  # a re-tokenized cut may merge differently: a margin
+            # a re-tokenized cut may merge differently: a margin; and the system prompt's start (who the
+            # agent is, its first rules) outlasts the last tools: an eighth of the budget at least
+            keep = max(min(len(sys_tokens), budget // SYSTEM_START_SHARE), len(sys_tokens) - over - 8)
             cut = replace(cut, system=self.engine.detokenize(sys_tokens[:keep]))
             over = len(self._tokenize(cut)) - budget
         if over > 0 and cut.tools:  # more tools than a small context holds: the first ones (agents list the

@@ -90,19 +90,10 @@ def as_text_turns(messages: Sequence[Message]) -> list[Message]:
     return merge_turns(out)
 
 
-# Told with the tools in every template: small models otherwise "call" a tool for a question they can
+# Told with the tools in every tool template: small models otherwise "call" a tool for a question they can
 # answer (Qwen2.5-Coder read a file to name the capital of France).
 WHEN_TO_CALL = ("Call a tool only when the request needs one: to read or change files, run commands or get "
                 "live data. Answer a question you can answer yourself directly, in text.")
-
-
-def describe_tools(tools: Sequence[Tool]) -> str:
-    """The system prompt's account of the tools, for a template without a tool format."""
-    lines = ["You can call these tools. To call one, reply with only a JSON object "
-             '{"name": <tool name>, "arguments": <arguments object>}. ' + WHEN_TO_CALL]
-    for t in tools:
-        lines.append(f"- {t.name}: {t.description.strip()} Arguments schema: {json.dumps(t.parameters, ensure_ascii=False)}")
-    return "\n".join(lines)
 
 
 def compact_tools(tools: Sequence[Tool]) -> tuple[Tool, ...]:

@@ -168,9 +168,23 @@ def test_an_agent_prefix_survives_a_restart(tmp_path):
     srv.stop()
 
 
-def test_a_long_agent_request_is_shown_compact(model):
+@pytest.fixture(scope="module")
+def coder():
+    """A model whose template has a tool format: only such a model is offered tools."""
+    from edge_ai.config import Settings
+    from edge_ai.local_models import LocalModels
+
+    models = LocalModels(Settings(model="qwen-coder-0.5b", n_slots=1, n_ctx_slot=1024))
+    assert models.default.knows_tools
+    yield models.default
+    models.close()
+
+
+def test_a_long_agent_request_is_shown_compact(coder):
     """Tools as name, first sentence and parameters, the system prompt's start: before anything else is cut."""
     from edge_ai.request import Tool
+
+    model = coder
 
     tools = tuple(Tool(f"Tool{i}", f"Does thing {i}. " + "Long usage notes about paths and caveats. " * 30,
                        {"type": "object", "properties": {"path": {"type": "string", "description": "the path " * 20}},
@@ -182,5 +196,20 @@ def test_a_long_agent_request_is_shown_compact(model):
     assert "AGENT START." in text and "Read notes.txt" in text
     assert all(f"Tool{i}" in text for i in range(6)) and "Does thing 5." in text  # every tool, by name and first sentence
     assert "Long usage notes" not in text and "the path the path" not in text  # not their prose
-    assert prep.dropped > 0 and len(prep.tokens) + prep.params.max_tokens <= 512
+    assert prep.dropped > 0 and len(prep.tokens) + prep.params.max_tokens <= 1024
     assert prep.params.grammar and prep.params.grammar_triggers  # a call the model begins is still constrained
+
+
+def test_a_cut_keeps_the_system_prompts_start_before_the_last_tools(coder):
+    """More tools than the context holds: the last tools go, while the start of the system prompt (who the
+    agent is) stays."""
+    from edge_ai.request import Tool
+
+    tools = tuple(Tool(f"Tool{i}", f"Does thing {i}.", {"type": "object", "properties": {"path": {"type": "string"}}})
+                  for i in range(40))
+    req = Request(model="m", system="AGENT START. " + "More agent instructions. " * 400, tools=tools,
+                  messages=(Message("user", "Read notes.txt"),))
+    prep = coder.prepare(req, 64)
+    text = coder.engine.detokenize(prep.tokens)
+    assert "AGENT START." in text and "Read notes.txt" in text and "Tool0" in text
+    assert "Tool39" not in text and len(prep.tokens) + prep.params.max_tokens <= 1024

@@ -125,11 +125,13 @@ def test_a_template_that_knows_tools_gets_them_calls_and_results_in_its_own_form
     assert "Be brief." in text and text.endswith("<|im_start|>assistant\n")
 
 
-def test_a_template_without_a_tool_format_gets_them_as_text():
+def test_a_template_without_a_tool_format_gets_earlier_calls_and_results_as_text():
     plain = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
              "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    text = render(JinjaTemplate(plain, "", "").prompt(Chars(), "Be brief.", HISTORY, tools=TOOLS))
-    assert "<|system|>Be brief.\n\nYou can call these tools." in text and "- read_file: Read a file." in text
+    template = JinjaTemplate(plain, "", "")
+    assert not template.knows_tools  # so the answer policy offers it no tools
+    text = render(template.prompt(Chars(), "Be brief.", HISTORY))
+    assert "<|system|>Be brief.\n" in text
     assert '<|assistant|>{"name": "read_file", "arguments": {"path": "a.txt"}}' in text
     assert "<|user|>[tool result]\ncode word: <kiwi>" in text
 

@@ -58,6 +58,9 @@ class Tally:
         self.errors: dict[str, int] = defaultdict(int)
         self.sources: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.samples: list[str] = []
+        self.exact_by: dict[str, list[float]] = defaultdict(list)  # exact hits by dialect and streaming
+        self.exact_not_exact = 0  # "exact" questions served by a semantic hit (similarity < 1)
+        self.loop_lag: list[float] = []  # how late this process's own event loop woke a 5 ms ticker, ms
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -110,10 +113,34 @@ async def client(i: int, url: str, pairs: list[dict], fresh: list[str], asked: l
                     t.sources[kind][source] += 1
                     label = kind if source == "cache" or kind == "new" else f"{kind}_missed"
                     t.lat[label].append(ms)
+                    if label == "exact":
+                        t.exact_by[("anthropic" if anthropic else "openai") + (" stream" if stream else "")].append(ms)
+                        if float(r.headers.get("x-edge-similarity", "1")) < 1.0:
+                            t.exact_not_exact += 1
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 t.errors[kind] += 1
                 if len(t.samples) < 5:
                     t.samples.append(f"{kind}: {type(exc).__name__} {exc}")
+
+
+async def ticker(stop: float, t: Tally) -> None:
+    """The generator's own scheduling delay: a client's latency includes the time its loop took to run it."""
+    while time.monotonic() < stop:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.005)
+        t.loop_lag.append((time.perf_counter() - t0 - 0.005) * 1000)
+
+
+def cache_durations(url: str) -> dict[float, float]:
+    """The server's own count of cache answers at or under each latency bucket (its clock starts when the
+    request reaches the app, so it leaves out the kernel's and the HTTP parser's queues)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    out: dict[float, float] = defaultdict(float)
+    for le, v in re.findall(r'^edge_ai_request_duration_seconds_bucket\{[^}]*source="cache"[^}]*le="([^"]+)"\} ([0-9.e+]+)$', text, re.M):
+        out[float(le)] += float(v)
+    return out
 
 
 def run_wrk(url: str, questions: list[str], connections: int, seconds: int, out: dict) -> None:
@@ -145,11 +172,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--wrk-connections", type=int, default=20)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `edge-ai serve` flag (repeatable)")
+    ap.add_argument("--generator-nice", type=int, default=0, help="renice this process (and wrk) after the server starts")
     args = ap.parse_args()
     pairs, cache_dir = warmed_cache("edge-surge-")
     env = {"EDGE_AI_N_SLOTS": "16", "EDGE_AI_N_CTX_SLOT": "2048"}
     srv = Server(cache_dir, "--log-level", "warning", *args.server_arg, env=env).start()
     try:
+        if args.generator_nice:
+            os.nice(args.generator_nice)
         fresh = [p["similar"] for p in pairs]
         random.Random(0).shuffle(fresh)
         asked: list[str] = []
@@ -158,12 +188,13 @@ def main() -> None:
         wrk_s = max(5, args.seconds - 15)
         timer = threading.Timer(10, run_wrk, (srv.url, [p["origin"] for p in pairs], args.wrk_connections, wrk_s, wrk))
         before = resource.getrusage(resource.RUSAGE_SELF)
+        server_before = cache_durations(srv.url)
         t0 = time.monotonic()
         timer.start()
 
         async def surge() -> None:
             stop = time.monotonic() + args.seconds
-            await asyncio.gather(*(client(i, srv.url, pairs, fresh, asked, stop, tally) for i in range(args.clients)))
+            await asyncio.gather(ticker(stop, tally), *(client(i, srv.url, pairs, fresh, asked, stop, tally) for i in range(args.clients)))
 
         asyncio.run(surge())
         wall = time.monotonic() - t0
@@ -180,6 +211,19 @@ def main() -> None:
             errors = tally.errors.get(base, 0) if not kind.endswith("missed") else 0
             print(f"{kind:<18} {len(lat):8d} {pct(lat, 0.5):9.1f} {pct(lat, 0.99):9.1f} {refused:8d} {errors:7d}")
         print(f"refusals without Retry-After: {tally.refused_without_retry_after}")
+        for how, lat in sorted(tally.exact_by.items()):
+            print(f"  exact, {how:<17} {len(lat):8d} {pct(lat, 0.5):9.1f} {pct(lat, 0.99):9.1f}")
+        print(f"  'exact' questions served by a semantic hit: {tally.exact_not_exact}")
+        lag = tally.loop_lag
+        print(f"generator's event loop lag (5 ms ticker): p50 {pct(lag, 0.5):.1f} ms, p99 {pct(lag, 0.99):.1f} ms, max {max(lag, default=0):.0f} ms")
+        server_after = cache_durations(srv.url)
+        served = server_after.get(float("inf"), 0) - server_before.get(float("inf"), 0)
+        client_cache = [ms for k in ("exact", "para_first", "para_again") for ms in tally.lat.get(k, [])]
+        for le in (0.025, 0.1, 0.25):
+            over_server = served - (server_after.get(le, 0) - server_before.get(le, 0))
+            over_client = sum(ms > le * 1000 for ms in client_cache)
+            print(f"cache answers over {le * 1000:.0f} ms: server's clock {over_server:.0f} of {served:.0f} "
+                  f"(wrk's included), generator's clock {over_client} of {len(client_cache)}")
         if wrk.get("requests"):
             print(f"wrk, {args.wrk_connections} connections for {wrk_s} s during the surge: {wrk['requests'] - wrk['misses']} hits, "
                   f"{wrk['misses']} misses, p50 {wrk['p50']:.1f} ms, p99 {wrk['p99']:.1f} ms, {wrk['rps']:.0f} req/s")
