@@ -113,6 +113,8 @@ class Settings(BaseSettings):
                             "for one client; off until it measures no loss on every task, BENCHMARKS.md)")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
+    cpu_turns: bool = Field(True, description="the embedder's passes go before the model's next CPU decode step "
+                            "(a first-time paraphrase is not held up by a saturated model)")
     # CPU priorities (Linux nice, per thread). On a box of its own, decode at +10 and the embedder at +5 keep
     # cache hits fast while the model is saturated (RELIABILITY.md: the surge drill). Off by default: while
     # another process holds a core, a lowered thread pool crawls, each step waiting at its barrier for the

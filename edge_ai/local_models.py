@@ -11,6 +11,7 @@ from pathlib import Path
 from edge_ai.chat_template import JinjaTemplate, gemma_prompt
 from edge_ai.config import Settings
 from edge_ai.engines.llm import LLMEngine, SamplingParams
+from edge_ai.engines.priority import CpuTurns
 from edge_ai.errors import BadRequest, ContextOverflow, NotFound
 from edge_ai.model_files import resolve_gguf
 from edge_ai.recent import Recent
@@ -256,9 +257,10 @@ def grammar_for(c: Constraint) -> str:
 class LocalModels:
     """Engines by GGUF file; client names map to them (unknown names use the default unless strict)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, turns: CpuTurns | None = None) -> None:
         self.settings = settings
         self.strict = settings.strict_models
+        self.turns = turns  # shared with the embedder: its passes go before the next decode step
         self._by_path: dict[Path, LocalModel] = {}
         self.default = self._load(resolve_gguf(settings.model, settings.models_dir))
         self.aliases = {name: self._load(resolve_gguf(p, settings.models_dir)) for name, p in settings.model_map.items()}
@@ -281,6 +283,7 @@ class LocalModels:
                 nice=s.decode_nice,
                 prefix_dir=Path(s.cache_dir) / "prefixes" / key.stem if s.keep_prefixes else None,
                 speculate=s.speculate,
+                turns=self.turns,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier)

@@ -67,7 +67,8 @@ class AnswerPolicy:
         tool = req.constraint is not None and req.constraint.kind == "tool"
         events = task.stream()
         if req.tools and not tool:  # the model may call an offered tool: its calls are read out of its text
-            events = read_stream(events, req.tools)
+            answering_results = bool(req.messages) and req.messages[-1].role == "tool"
+            events = read_stream(events, req.tools, shell_blocks=not answering_results)
         async for event in events:
             if tool:  # the call's JSON is not answer text: it goes out whole, as a tool call, at the end
                 if not isinstance(event, Final):

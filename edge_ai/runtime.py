@@ -47,7 +47,7 @@ class Runtime:
         try:
             self.embedder = open_embedder(s)
             self.cache = SemanticCache.open(open_store(s), self.embedder, open_judge(s), s.cache_threshold)
-            self.models = LocalModels(s)
+            self.models = LocalModels(s, self.embedder.turns if s.cpu_turns else None)
             self.pool = Pool(s.backends, s.breaker_failures, s.breaker_cooldown, s.backend_health_interval) if s.backends else None
             self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens, self.pool)
             if s.upstreams:

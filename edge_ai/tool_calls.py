@@ -214,6 +214,53 @@ _HELD_SUFFIXES = ("<tool_call>", "<tools>", "```")  # a delta may end inside one
 _DECODER = json.JSONDecoder()
 
 
+# A shell block as a call. Given a tool that runs shell commands (Codex's exec_command, Claude Code's
+# Bash), Qwen2.5-Coder-1.5B often answers "list the files in src/" with a sentence and a ```bash block
+# instead of a call: 6 of the agent eval's 29 tasks that needed a call (BENCHMARKS.md). An agent's user
+# who gets a command to run wanted it run; so a shell block that follows at most a short lead-in is read
+# as a call of that tool. A longer answer (an explanation with a command in it) stays text, and so does an
+# answer to tool results: there the model reports what was done and quotes the command (the eval's
+# "greet.py was created" turn became a second `echo > greet.py`).
+SHELL_FENCES = frozenset({"bash", "sh", "shell", "console", "zsh"})
+SHELL_LEAD_CHARS = 240  # text before the block, at most: "To list the files in src/, run:"
+SHELL_MAX_LINES = 8
+
+
+@dataclass(frozen=True)
+class ShellTool:
+    name: str
+    param: str  # the command's parameter
+    argv: bool  # it takes an argument list (["bash", "-lc", command]) rather than a string
+
+
+def shell_tool(tools: Sequence[Tool]) -> ShellTool | None:
+    """The first tool that runs a shell command: a `command` or `cmd` parameter, a string or a list of
+    strings, that no other required parameter goes with."""
+    for t in tools:
+        props = t.parameters.get("properties") if isinstance(t.parameters, dict) else None
+        if not isinstance(props, dict):
+            continue
+        required = set(t.parameters.get("required") or ())
+        for param in ("command", "cmd"):
+            spec = props.get(param)
+            if not isinstance(spec, dict) or required - {param}:
+                continue
+            if spec.get("type") == "string":
+                return ShellTool(t.name, param, argv=False)
+            if spec.get("type") == "array" and (spec.get("items") or {}).get("type") == "string":
+                return ShellTool(t.name, param, argv=True)
+    return None
+
+
+def _shell_command(body: str) -> str | None:
+    """The command a shell block holds (prompts `$ ` removed), or None when it is not one to run."""
+    lines = [ln[2:] if ln.startswith("$ ") else ln for ln in body.strip().splitlines()]
+    command = "\n".join(lines).strip()
+    if not command or len(lines) > SHELL_MAX_LINES:
+        return None
+    return command
+
+
 @dataclass
 class _Span:
     start: int
@@ -225,8 +272,9 @@ class CallReader:
     """Reads an answer as it streams: `feed` returns the text that is safe to show now, `finish` the rest
     of the text and the calls."""
 
-    def __init__(self, tools: Sequence[Tool]) -> None:
+    def __init__(self, tools: Sequence[Tool], shell_blocks: bool = True) -> None:
         self.names = {t.name for t in tools}
+        self.shell = shell_tool(tools) if shell_blocks else None
         self.text = ""
         self.shown = 0  # text[:shown] has been returned as text
         self.scanned = 0  # no call starts before this offset (from `shown` on)
@@ -305,6 +353,8 @@ class CallReader:
             body_end = close if close >= 0 else len(text)
             end = len(text) if close < 0 else close + 3
             calls = self._calls_in(text[nl + 1: body_end]) if nl >= 0 else []
+            if not calls and nl >= 0 and close >= 0:
+                calls = self._shell_call(text[m.end(): nl].strip().lower(), text[:begin], text[nl + 1: body_end])
         else:  # a bare object or array opening a line
             at = m.end() - 1
             head = text[at + 1:].lstrip()
@@ -340,6 +390,16 @@ class CallReader:
                 at += 1
         return calls
 
+    def _shell_call(self, fence: str, before: str, body: str) -> list[ToolCall]:
+        """A shell block read as a call of the shell tool (see SHELL_FENCES), or none."""
+        if self.shell is None or fence not in SHELL_FENCES or len(before.strip()) > SHELL_LEAD_CHARS or "```" in before:
+            return []
+        command = _shell_command(body)
+        if command is None:
+            return []
+        value: Any = ["bash", "-lc", command] if self.shell.argv else command
+        return [ToolCall(new_call_id(), self.shell.name, json.dumps({self.shell.param: value}, ensure_ascii=False))]
+
     def _calls_of(self, value: Any) -> list[ToolCall]:
         items = value if isinstance(value, list) else [value]
         calls = [c for c in (self._call(v) for v in items) if c is not None]
@@ -364,10 +424,12 @@ class CallReader:
         return ToolCall(new_call_id(), name, json.dumps(args, ensure_ascii=False))
 
 
-async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool]) -> AsyncIterator[str | Final]:
+async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool],
+                      shell_blocks: bool = True) -> AsyncIterator[str | Final]:
     """An answer's events with the calls in it read: text deltas that are text, then a Final whose text is
-    the text before the first call and whose `tool_calls` are the calls (finish_reason "tool_calls")."""
-    reader = CallReader(tools)
+    the text before the first call and whose `tool_calls` are the calls (finish_reason "tool_calls").
+    `shell_blocks`: whether a shell block may be a call (see SHELL_FENCES)."""
+    reader = CallReader(tools, shell_blocks)
     shown: list[str] = []
     async for event in events:
         if isinstance(event, Final):
@@ -387,9 +449,9 @@ async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool])
             yield out
 
 
-def read_calls(text: str, tools: Sequence[Tool]) -> tuple[str, list[ToolCall]]:
+def read_calls(text: str, tools: Sequence[Tool], shell_blocks: bool = True) -> tuple[str, list[ToolCall]]:
     """A whole answer: (its text before the first call, the calls)."""
-    reader = CallReader(tools)
+    reader = CallReader(tools, shell_blocks)
     shown = reader.feed(text)
     rest, calls = reader.finish()
     return shown + rest, calls

@@ -123,3 +123,23 @@ def test_follow_ups_pass_a_full_queue_and_run_before_queued_work():
         assert batch.shape == (4, emb.dim)
     finally:
         emb.close()
+
+
+def test_a_pass_holds_the_cores_turn_and_gives_it_back(onnx_embedder):
+    seen: list[bool] = []
+    forward = onnx_embedder._forward
+
+    def watched(texts):
+        seen.append(onnx_embedder.turns.busy)
+        return forward(texts)
+
+    onnx_embedder._forward = watched
+    try:
+        asyncio.run(onnx_embedder.embed(["a paraphrase to look up"]))
+    finally:
+        onnx_embedder._forward = forward
+    assert seen == [True]  # the caller's vector arrives inside the pass; the turn ends just after it
+    deadline = time.monotonic() + 10
+    while onnx_embedder.turns.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not onnx_embedder.turns.busy

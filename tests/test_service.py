@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -296,9 +297,10 @@ def test_metrics_need_a_metrics_or_admin_key_and_use_prometheus_names(service):
         "edge_ai_cache_hit_similarity_bucket", "edge_ai_cache_entries", "edge_ai_embedder_batch_size_bucket",
         "edge_ai_embedder_queue_depth", "edge_ai_embedder_busy_seconds_total", "edge_ai_slots_busy",
         "edge_ai_llm_queue_depth", "edge_ai_llm_rejections_total", "edge_ai_truncated_prompts_total",
-        "edge_ai_refused_requests_total",
+        "edge_ai_refused_requests_total", "edge_ai_event_loop_lag_seconds_bucket",
     ):
         assert name in text, name
+    assert float(re.search(r"^edge_ai_event_loop_lag_seconds_count ([0-9.e+]+)$", text, re.M).group(1)) > 0  # it is probed
     assert 'edge_ai_requests_total{api="openai",model="SmolLM2-135M-Instruct.Q4_1",source="local",status="2xx",tenant="alpha"}' in text, [x for x in text.splitlines() if x.startswith("edge_ai_requests_total")]
     assert 'edge_ai_refused_requests_total{api="openai",reason="unauthorized"}' in text
     for key in (ALPHA, BETA, OPS, SCRAPER, LIMITED, SINGLE):
@@ -313,6 +315,7 @@ def test_json_request_log_has_the_fields_and_no_prompts_or_keys(service):
     raw = oa(service, ALPHA).chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "system", "content": system()}, {"role": "user", "content": question}], max_tokens=12)
     rid = raw.headers["x-request-id"]
+    assert float(re.fullmatch(r"app;dur=([0-9.]+)", raw.headers["server-timing"]).group(1)) >= 0  # the server's own time
     for _ in range(50):  # the line is written once the response has gone out
         lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
         requests = [x for x in lines if x.get("logger") == "edge_ai.requests" and x.get("request_id") == rid]

@@ -8,7 +8,7 @@ import pytest
 
 from edge_ai.chat_template import JinjaTemplate
 from edge_ai.request import Message, Tool, ToolCall
-from edge_ai.tool_calls import CallReader, lazy_call_grammar, read_calls
+from edge_ai.tool_calls import CallReader, lazy_call_grammar, read_calls, shell_tool
 
 READ = Tool("read_file", "Read a file.", {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]})
 WRITE = Tool("write_file", "Write a file.", {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
@@ -80,6 +80,55 @@ def test_a_stream_shows_text_as_it_comes_and_holds_only_a_possible_call():
     assert reader.feed('on\n{"name": "read_file", "arguments": {"path": "x"}}') == ""
     assert reader.feed("\n```") == ""  # a call: nothing after it is text
     assert reader.finish()[1][0].name == "read_file"
+
+
+BASH = Tool("Bash", "Runs a shell command.", {"type": "object", "properties": {"command": {"type": "string"},
+                                                                     "timeout": {"type": "number"}}, "required": ["command"]})
+EXEC = Tool("exec_command", "Runs a command.", {"type": "object", "properties": {"cmd": {"type": "string"}, "workdir": {"type": "string"}}})
+ARGV = Tool("shell", "Runs a command.", {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                                         "required": ["command"]})
+
+
+def test_the_tool_that_runs_shell_commands_is_found_by_its_command_parameter():
+    assert shell_tool([READ, BASH]).name == "Bash" and not shell_tool([READ, BASH]).argv
+    assert shell_tool([EXEC]).param == "cmd" and shell_tool([ARGV]).argv
+    assert shell_tool(TOOLS) is None
+    assert shell_tool([Tool("run", "", {"type": "object", "properties": {"command": {"type": "string"}, "host": {"type": "string"}},
+                                        "required": ["command", "host"]})]) is None  # it needs more than a command
+
+
+@pytest.mark.parametrize("tools, expected", [
+    ([READ, BASH], ("Bash", {"command": "ls src/"})),
+    ([EXEC], ("exec_command", {"cmd": "ls src/"})),
+    ([ARGV], ("shell", {"command": ["bash", "-lc", "ls src/"]})),
+])
+def test_a_shell_block_after_a_short_lead_in_is_a_call_of_the_shell_tool(tools, expected):
+    answer = "To list the files in src/, run:\n```bash\n$ ls src/\n```\nThis shows every file."
+    shown, calls = read_calls(answer, tools)
+    assert shown == "To list the files in src/, run:"
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [expected]
+    reader = CallReader(tools)  # the same, streamed
+    streamed = "".join(reader.feed(ch) for ch in answer)
+    rest, got = reader.finish()
+    assert streamed + rest == shown and [(c.name, json.loads(c.arguments)) for c in got] == [expected]
+
+
+@pytest.mark.parametrize("answer", [
+    "To list the files, run:\n```python\nimport os\nprint(os.listdir())\n```",  # not a shell block
+    "Shells differ. " * 20 + "\n```bash\nls -la\n```",  # an explanation with a command in it
+    "First:\n```bash\nls\n```\nthen:\n```bash\npwd\n```",  # the first block is read, never a later one
+    "```bash\n" + "echo step\n" * 12 + "```",  # a script to read, not a command to run
+    "```bash\n\n```",
+])
+def test_other_shell_blocks_stay_text(answer):
+    shown, calls = read_calls(answer, [READ, BASH])
+    if "then:" in answer:
+        assert [json.loads(c.arguments) for c in calls] == [{"command": "ls"}]
+    else:
+        assert (shown, calls) == (answer, [])
+    assert read_calls("Run:\n```bash\nls\n```", TOOLS) == ("Run:\n```bash\nls\n```", [])  # no shell tool offered
+    # an answer to tool results reports what was run: its block stays text
+    assert read_calls("Done:\n```bash\nls\n```", [BASH], shell_blocks=False) == ("Done:\n```bash\nls\n```", [])
 
 
 QWEN_LIKE = (  # a template in the shape of Qwen2.5's: tools in the system turn, calls and results in their own tags

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_ai.engines.priority import lower_priority, started_at
+from edge_ai.engines.priority import CpuTurns, lower_priority, started_at
 
 from edge_ai.errors import Overloaded
 
@@ -54,6 +54,7 @@ class Embedder:
         backend: Literal["onnx", "torch"] = "torch",
         export_dir: str | Path | None = None,
         nice: int = 0,
+        turns: CpuTurns | None = None,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -72,6 +73,7 @@ class Embedder:
         self.max_batch, self.max_tokens, self.max_wait_s, self.max_queue = max_batch, max_tokens, max_wait_s, max_queue
         self.pass_size = pass_size
         self.nice = nice
+        self.turns = turns or CpuTurns()  # shared with the model's decode thread, which waits for passes
         self.batches = 0
         self.texts = 0
         self.busy_s = 0.0  # time spent in passes: against wall time, how loaded the embedder is
@@ -142,7 +144,7 @@ class Embedder:
     def stats(self) -> dict[str, object]:
         return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "busy_s": round(self.busy_s, 3),
                 "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue,
-                "rejected": self.rejected}
+                "rejected": self.rejected, "decode_yielded_s": round(self.turns.yielded_s, 3)}
 
     def close(self) -> None:
         with self._cond:
@@ -186,14 +188,15 @@ class Embedder:
             if not batch:
                 return
             batch.sort(key=lambda i: len(i.text))
-            # run as passes of similar length: a pass is padded to its longest text, and on this CPU
-            # 16 sorted texts a pass beat one pass of 64 mixed ones by 1.6x (BENCHMARKS.md)
-            for start in range(0, len(batch), self.pass_size):
-                if self._follow_ups:  # unlocked peek: at worst one pass late
-                    with self._cond:
-                        urgent = self._take_follow_ups()
-                    self._pass(sorted(urgent, key=lambda i: len(i.text)))
-                self._pass(batch[start : start + self.pass_size])
+            with self.turns.first():
+                # run as passes of similar length: a pass is padded to its longest text, and on this CPU
+                # 16 sorted texts a pass beat one pass of 64 mixed ones by 1.6x (BENCHMARKS.md)
+                for start in range(0, len(batch), self.pass_size):
+                    if self._follow_ups:  # unlocked peek: at worst one pass late
+                        with self._cond:
+                            urgent = self._take_follow_ups()
+                        self._pass(sorted(urgent, key=lambda i: len(i.text)))
+                    self._pass(batch[start : start + self.pass_size])
 
     def _pass(self, group: list[_Item]) -> None:
         if not group:

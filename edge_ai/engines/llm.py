@@ -39,7 +39,7 @@ import numpy as np
 
 from edge_ai.engines.draft import NgramDraft
 
-from edge_ai.engines.priority import lower_priority
+from edge_ai.engines.priority import CpuTurns, lower_priority
 
 from edge_ai.errors import ContextOverflow, Overloaded
 from edge_ai.request import Final
@@ -214,10 +214,12 @@ _log_callback = None
 
 PREFIX_LEAST = 256  # shorter prompt prefixes are cheap to compute again: not kept across a restart
 PREFIXES_KEPT = 4  # SmolLM2 at 3,000 tokens: ~70 MB each on disk
-# Drafts ride in a step only while it holds fewer tokens than this: a CPU step of a few tokens costs little
-# more than one (the weights are read once either way), a full one costs in proportion, and there drafts
-# would take compute from the other slots (BENCHMARKS.md, "Speculative decoding").
-DRAFT_STEP_TOKENS = 16
+# Drafts ride in a step only while it holds fewer tokens than this. A CPU step of a few tokens costs little
+# more than one (the weights are read once either way); past ~16 each token costs ~13 ms against ~76 ms for
+# a step of one (Qwen2.5-Coder-1.5B), so a long draft still pays where most of it is kept, and only a
+# slot whose drafts were kept whole gets a long one (NgramDraft's lengths). BENCHMARKS.md, "Speculative
+# decoding": 16 here gave 0.75x llama-server's 48-token drafts on a one-client rewrite.
+DRAFT_STEP_TOKENS = 64
 CALL_TRIGGER_SPAN = 256  # longer than any text a tool call's trigger pattern matches (a fence or tag, "{", a name)
 
 
@@ -254,6 +256,7 @@ class LLMEngine:
         nice: int = 0,
         prefix_dir: str | Path | None = None,
         speculate: bool = False,
+        turns: CpuTurns | None = None,
     ) -> None:
         _silence_llama_logs()
         ll.llama_backend_init()
@@ -263,6 +266,8 @@ class LLMEngine:
         self.max_queue = max_queue
         self.kv_unified = kv_unified
         self.nice = nice
+        # a decode on the CPU waits for the embedder's passes (CpuTurns); one on a GPU shares no cores with it
+        self.turns = turns if n_gpu_layers == 0 else None
         threads = n_threads or os.cpu_count() or 1
 
         mparams = ll.llama_model_default_params()
@@ -502,6 +507,8 @@ class LLMEngine:
                 self._admit()
             self._drop_cancelled()
             if any(not s.free for s in self.slots):
+                if self.turns is not None:
+                    self.turns.before_step()
                 try:
                     self._step()
                 except Exception as exc:  # never let one bad step kill the engine thread

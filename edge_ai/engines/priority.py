@@ -9,7 +9,9 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable, TypeVar
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 log = logging.getLogger("edge_ai")
 
@@ -46,3 +48,53 @@ def started_at(nice: int, make: Callable[[], T]) -> T:
     if "error" in out:
         raise out["error"]  # type: ignore[misc]
     return out["value"]  # type: ignore[return-value]
+
+
+YIELD_MAX_S = 0.25  # the longest a decode step waits for the embedder: decoding still gets a share under a flood
+
+
+class CpuTurns:
+    """Whose turn the cores are: an embedder pass goes before the model's next decode step.
+
+    Both pools are sized to every core (llama.cpp's decode threads, ONNX Runtime's intra-op pool). Run
+    together on two cores they oversubscribe them, and llama.cpp's threads meet at a barrier after every
+    operation, so each pool waits on the other's preemptions. A pass embeds a paraphrase that is about to be
+    served from the cache (milliseconds of work for a whole answer); a decode step moves every slot one
+    token. So while a pass runs the decode thread does not start its next step, for at most `max_wait_s`
+    at a time. The pass never waits for a step already running. Nice values cannot express this (see
+    RELIABILITY.md: a lowered decode thread stalls whenever another process holds a core)."""
+
+    def __init__(self, max_wait_s: float = YIELD_MAX_S) -> None:
+        self.max_wait_s = max_wait_s
+        self.yielded_s = 0.0  # the decode thread's time waiting for passes: what the embedder took from it
+        self._lock = threading.Lock()
+        self._passes = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @contextmanager
+    def first(self) -> Iterator[None]:
+        """Work that goes before the next decode step (the embedder's passes)."""
+        with self._lock:
+            self._passes += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._passes -= 1
+                if not self._passes:
+                    self._idle.set()
+
+    @property
+    def busy(self) -> bool:
+        """A pass is running."""
+        return not self._idle.is_set()
+
+    def before_step(self) -> None:
+        """The decode thread, before each step: wait while a pass runs (at most `max_wait_s`)."""
+        if self._idle.is_set():
+            return
+        start = time.perf_counter()
+        self._idle.wait(self.max_wait_s)
+        self.yielded_s += time.perf_counter() - start

@@ -51,7 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.get_running_loop().run_in_executor(None, runtime.load)
+        probe = asyncio.create_task(metrics.watch_loop())
         yield
+        probe.cancel()
         await loader
         if runtime.gateway is not None:
             await runtime.gateway.close()

@@ -98,6 +98,9 @@ class Gatekeeper:
                 headers = message.setdefault("headers", [])
                 seen["headers"] = {k: v for k, v in headers if k.startswith(b"x-edge-") or k == b"content-type"}
                 headers.append((b"x-request-id", request_id.encode()))
+                # the time in edge-ai before the answer's first byte (W3C Server-Timing): against a client's own
+                # clock it tells the server's part of a slow request from the network's and the client's
+                headers.append((b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()))
             elif kind == "http.response.body" and seen["first_byte"] is None and message.get("body"):
                 seen["first_byte"] = time.perf_counter() - started
             await send(message)

@@ -6,6 +6,7 @@ Label values are bounded: tenants and models come from the configuration, anythi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.999, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+LOOP_PROBE_S = 0.02  # how often the event loop's lag is probed
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -62,6 +64,9 @@ class Metrics:
         self.truncated = Counter("edge_ai_truncated_prompts", "Prompts cut to fit the local model's context.", registry=r)
         self.refused = Counter("edge_ai_refused_requests", "Requests refused before any work: auth and per-key limits.",
                                ["api", "reason"], registry=r)
+        self.loop_lag = Histogram("edge_ai_event_loop_lag_seconds", "How late the event loop ran a timer due every "
+                                  f"{LOOP_PROBE_S * 1000:.0f} ms: what a request waits before its handler runs.",
+                                  buckets=LATENCY_BUCKETS, registry=r)
         r.register(_EngineCollector(runtime, self._tenant))
         self.timeline = Timeline()
         self._series: dict[tuple, tuple] = {}
@@ -107,6 +112,15 @@ class Metrics:
         if o.source in self.answers and o.status < 400:
             self.answers[o.source] += 1
         self.timeline.add(o.source if o.status < 400 else "", o.status, o.seconds, o.first_byte_s if o.stream else None)
+
+    async def watch_loop(self) -> None:
+        """Probe the event loop until cancelled. The request duration is timed from the handler's start, so
+        a busy loop delays every request by time no handler sees: this is that time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_PROBE_S
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def refuse(self, api: str, reason: str) -> None:
         self.refused.labels(api, reason).inc()

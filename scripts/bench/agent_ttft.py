@@ -3,6 +3,12 @@ every question): cold, warm (the same system prompt, another question), and afte
 llama-server (`cache_prompt`, its default) on the same GGUF.
 
     .venv/bin/python scripts/bench/agent_ttft.py --llama-server PATH [--rounds 3]
+    .venv/bin/python scripts/bench/agent_ttft.py --llama-server PATH --model qwen-coder-1.5b --tools 14 --rules 60
+
+With `--tools N` the request also offers N agent tools (a first sentence, paragraphs of usage notes and a
+parameter schema with per-field prose each, as coding agents send them), and llama-server runs with
+`--jinja`: each server shows the model what it shows it by default (edge-ai: the compact form of a long
+agent request; llama-server: the whole request). The first token is the first text or call delta.
 
 Both get OpenAI chat requests (streaming, 16 tokens, greedy) with the same text; edge-ai with
 `x-edge-cache: off`, so every answer is computed. Rounds alternate the servers (ABBA) and each round
@@ -29,14 +35,38 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from scripts.bench.llm_throughput import free_port, wait_up  # noqa: E402
 
-RULES = " ".join(f"Rule {i}: when the user asks for a change, read the relevant files first, keep edits minimal, "
-                 "run the tests, and explain what you did in one short paragraph." for i in range(190))
-SYSTEM = "You are an interactive CLI tool that helps users with software engineering tasks. " + RULES
+def system_prompt(rules: int) -> str:
+    return "You are an interactive CLI tool that helps users with software engineering tasks. " + " ".join(
+        f"Rule {i}: when the user asks for a change, read the relevant files first, keep edits minimal, "
+        "run the tests, and explain what you did in one short paragraph." for i in range(rules))
+
+
+TOOL_NAMES = ["ReadFile", "WriteFile", "EditFile", "RunShell", "SearchText", "FindFiles", "ListDir", "FetchUrl",
+              "PlanTasks", "Delegate", "EditNotebook", "AskUser", "KillShell", "ShellOutput", "SearchWeb", "ReadImage"]
+
+
+def agent_tools(n: int) -> list[dict]:
+    """N tools of a coding agent's shape (written for this bench): a first sentence, then usage notes."""
+    notes = " ".join(f"Usage note {j}: paths are absolute, results are truncated past a limit, and a failed call "
+                     "says why; prefer this tool over a shell command that does the same." for j in range(12))
+    return [{"type": "function", "function": {
+        "name": name, "description": f"{name} does one job of the agent's. {notes}",
+        "parameters": {"type": "object", "required": ["path"], "properties": {
+            "path": {"type": "string", "description": "The absolute path to work on. " + "It must exist unless stated. " * 4},
+            "limit": {"type": "integer", "description": "How many lines or results at most. " * 3},
+            "mode": {"type": "string", "enum": ["fast", "full"], "description": "How thorough to be. " * 3}}}}}
+        for name in (TOOL_NAMES * (n // len(TOOL_NAMES) + 1))[:n]]
+
+
+SYSTEM = system_prompt(190)
+TOOLS: list[dict] = []
 
 
 def ttft(url: str, question: str, headers: dict) -> float:
     body = {"model": "m", "stream": True, "max_tokens": 16, "temperature": 0,
             "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]}
+    if TOOLS:
+        body["tools"] = TOOLS
     t0 = time.perf_counter()
     first = float("nan")
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=headers, timeout=600) as r:
@@ -46,7 +76,7 @@ def ttft(url: str, question: str, headers: dict) -> float:
         for line in r.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]" and first != first:
                 delta = (json.loads(line[6:]).get("choices") or [{}])[0].get("delta") or {}
-                if delta.get("content"):
+                if delta.get("content") or delta.get("tool_calls"):
                     first = (time.perf_counter() - t0) * 1000
     return first
 
@@ -56,7 +86,14 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--llama-server", default=os.environ.get("LLAMA_SERVER", ""))
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tools", type=int, default=0, help="offer this many agent tools with each request")
+    ap.add_argument("--rules", type=int, default=190, help="rules in the system prompt (190: ~7k tokens)")
     args = ap.parse_args()
+    global SYSTEM, TOOLS
+    SYSTEM, TOOLS = system_prompt(args.rules), agent_tools(args.tools)
+    from edge_ai.model_files import resolve_gguf
+
+    args.model = str(resolve_gguf(args.model, ROOT / "models"))
     threads = str(os.cpu_count() or 2)
     cache = {"dir": ""}  # a new one each round: "cold" is cold, and "after restart" finds what the round kept
     servers = {
@@ -66,7 +103,8 @@ def main() -> None:
     }
     if args.llama_server:
         servers["llama-server"] = (lambda port: [args.llama_server, "-m", args.model, "--parallel", "4", "-c", str(4 * 8192),
-                                                 "-t", threads, "--no-webui", "--no-repack", "--port", str(port), "--host", "127.0.0.1"],
+                                                 "-t", threads, "--no-webui", "--no-repack", "--port", str(port), "--host", "127.0.0.1"]
+                                   + (["--jinja"] if args.tools else []),
                                    "/health", {})
     results = {name: {"cold": [], "warm": [], "restart": []} for name in servers}
     names = list(servers)
@@ -93,7 +131,8 @@ def main() -> None:
             print(f"round {rnd} {name:<13} cold {r['cold'][-1]:7.0f} ms  warm {r['warm'][-1]:6.0f} ms  "
                   f"after restart {r['restart'][-1]:7.0f} ms", flush=True)
     n_tokens = len(SYSTEM.split())
-    print(f"\nsystem prompt ~{n_tokens} words, {Path(args.model).name}, {threads} threads; TTFT medians:")
+    print(f"\nsystem prompt ~{n_tokens} words, {len(TOOLS)} tools ({len(json.dumps(TOOLS)) // 1000} KB), "
+          f"{Path(args.model).name}, {threads} threads; TTFT medians:")
     for name, r in results.items():
         print(f"{name:<13} cold {statistics.median(r['cold']):7.0f} ms  warm {statistics.median(r['warm']):6.0f} ms  "
               f"after restart {statistics.median(r['restart']):7.0f} ms")

@@ -33,12 +33,16 @@ from llm_throughput import free_port, wait_up  # noqa: E402
 
 
 def python_file(tag: str, lines: int) -> str:
-    out = [f"# inventory module {tag}", "import json", "", "", "class StockLedger:"]
+    """A module whose class is named at its definition and twice more, as in most files: a rename changes a
+    few lines and the rest is copied (a guess must match the last 24 tokens for llama-server's ngram-mod)."""
+    out = [f"# inventory module {tag}", "import json", "", "", "class StockLedger:", "    def __init__(self):",
+           "        self.items = {}", ""]
     i = 0
-    while len(out) < lines:
+    while len(out) < lines - 4:
         out += [f"    def record_{i}(self, item, count):", f"        self.items['{tag}-{i}'] = count * {i + 2}",
-                f"        return StockLedger.total(self) + {i}", ""]
+                f"        return sum(self.items.values()) + {i}", ""]
         i += 1
+    out += ["", "def open_ledger(path):", "    with open(path) as fh:", "        return StockLedger.load(json.load(fh))"]
     return "\n".join(out[:lines])
 
 
@@ -57,6 +61,16 @@ def one_request(client: httpx.Client, url: str, task: str, tag: str, tokens: int
     body = {"model": "m", "messages": [{"role": "user", "content": task_prompt(task, tag)}], "max_tokens": tokens,
             "temperature": 0, "repeat_penalty": 1.0, "dry_multiplier": 0.0, "stream": True,
             "stream_options": {"include_usage": True}}
+    for attempt in range(2):  # llama-server may close a kept-alive connection between requests: ask again
+        try:
+            return _timed(client, url, body, headers)
+        except httpx.RemoteProtocolError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _timed(client: httpx.Client, url: str, body: dict, headers: dict) -> tuple[int, float, float]:
     t0 = time.perf_counter()
     first, n = None, 0
     with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as r:

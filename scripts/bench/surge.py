@@ -60,6 +60,7 @@ class Tally:
         self.samples: list[str] = []
         self.exact_by: dict[str, list[float]] = defaultdict(list)  # exact hits by dialect and streaming
         self.exact_not_exact = 0  # "exact" questions served by a semantic hit (similarity < 1)
+        self.exact_server: list[float] = []  # the same exact hits on the server's clock (Server-Timing), ms
         self.loop_lag: list[float] = []  # how late this process's own event loop woke a 5 ms ticker, ms
 
 
@@ -114,6 +115,9 @@ async def client(i: int, url: str, pairs: list[dict], fresh: list[str], asked: l
                     label = kind if source == "cache" or kind == "new" else f"{kind}_missed"
                     t.lat[label].append(ms)
                     if label == "exact":
+                        timing = re.search(r"dur=([0-9.]+)", r.headers.get("server-timing", ""))
+                        if timing:
+                            t.exact_server.append(float(timing.group(1)))
                         t.exact_by[("anthropic" if anthropic else "openai") + (" stream" if stream else "")].append(ms)
                         if float(r.headers.get("x-edge-similarity", "1")) < 1.0:
                             t.exact_not_exact += 1
@@ -131,16 +135,24 @@ async def ticker(stop: float, t: Tally) -> None:
         t.loop_lag.append((time.perf_counter() - t0 - 0.005) * 1000)
 
 
-def cache_durations(url: str) -> dict[float, float]:
-    """The server's own count of cache answers at or under each latency bucket (its clock starts when the
-    request reaches the app, so it leaves out the kernel's and the HTTP parser's queues)."""
+def buckets(url: str, name: str, **match: str) -> dict[float, float]:
+    """A histogram of the server's /metrics: count at or under each bucket, summed over the series whose
+    labels include `match`."""
     import urllib.request
 
     text = urllib.request.urlopen(url + "/metrics").read().decode()
     out: dict[float, float] = defaultdict(float)
-    for le, v in re.findall(r'^edge_ai_request_duration_seconds_bucket\{[^}]*source="cache"[^}]*le="([^"]+)"\} ([0-9.e+]+)$', text, re.M):
-        out[float(le)] += float(v)
+    for labels, v in re.findall(rf'^{name}_bucket\{{([^}}]*)\}} ([0-9.e+]+)$', text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if all(got.get(k) == want for k, want in match.items()):
+            out[float(got["le"])] += float(v)
     return out
+
+
+def over(before: dict[float, float], after: dict[float, float], le: float) -> tuple[float, float]:
+    """(observations over `le`, all observations) between two reads of a histogram."""
+    total = after.get(float("inf"), 0) - before.get(float("inf"), 0)
+    return total - (after.get(le, 0) - before.get(le, 0)), total
 
 
 def run_wrk(url: str, questions: list[str], connections: int, seconds: int, out: dict) -> None:
@@ -172,10 +184,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--wrk-connections", type=int, default=20)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `edge-ai serve` flag (repeatable)")
+    ap.add_argument("--no-cpu-turns", action="store_true", help="the embedder does not go before decode steps (cpu_turns off)")
     ap.add_argument("--generator-nice", type=int, default=0, help="renice this process (and wrk) after the server starts")
     args = ap.parse_args()
     pairs, cache_dir = warmed_cache("edge-surge-")
-    env = {"EDGE_AI_N_SLOTS": "16", "EDGE_AI_N_CTX_SLOT": "2048"}
+    env = {"EDGE_AI_N_SLOTS": "16", "EDGE_AI_N_CTX_SLOT": "2048", "EDGE_AI_CPU_TURNS": "false" if args.no_cpu_turns else "true"}
     srv = Server(cache_dir, "--log-level", "warning", *args.server_arg, env=env).start()
     try:
         if args.generator_nice:
@@ -188,7 +201,9 @@ def main() -> None:
         wrk_s = max(5, args.seconds - 15)
         timer = threading.Timer(10, run_wrk, (srv.url, [p["origin"] for p in pairs], args.wrk_connections, wrk_s, wrk))
         before = resource.getrusage(resource.RUSAGE_SELF)
-        server_before = cache_durations(srv.url)
+        # the server's clock starts when a request reaches the app; its loop's lag is the wait before that
+        server_before = buckets(srv.url, "edge_ai_request_duration_seconds", source="cache")
+        lag_before = buckets(srv.url, "edge_ai_event_loop_lag_seconds")
         t0 = time.monotonic()
         timer.start()
 
@@ -214,16 +229,20 @@ def main() -> None:
         for how, lat in sorted(tally.exact_by.items()):
             print(f"  exact, {how:<17} {len(lat):8d} {pct(lat, 0.5):9.1f} {pct(lat, 0.99):9.1f}")
         print(f"  'exact' questions served by a semantic hit: {tally.exact_not_exact}")
+        es = tally.exact_server
+        print(f"  exact, on the server's clock     {len(es):8d} {pct(es, 0.5):9.1f} {pct(es, 0.99):9.1f}  (Server-Timing: "
+              "request at the app to the answer's first byte)")
         lag = tally.loop_lag
         print(f"generator's event loop lag (5 ms ticker): p50 {pct(lag, 0.5):.1f} ms, p99 {pct(lag, 0.99):.1f} ms, max {max(lag, default=0):.0f} ms")
-        server_after = cache_durations(srv.url)
-        served = server_after.get(float("inf"), 0) - server_before.get(float("inf"), 0)
+        server_after = buckets(srv.url, "edge_ai_request_duration_seconds", source="cache")
+        lag_after = buckets(srv.url, "edge_ai_event_loop_lag_seconds")
         client_cache = [ms for k in ("exact", "para_first", "para_again") for ms in tally.lat.get(k, [])]
         for le in (0.025, 0.1, 0.25):
-            over_server = served - (server_after.get(le, 0) - server_before.get(le, 0))
-            over_client = sum(ms > le * 1000 for ms in client_cache)
-            print(f"cache answers over {le * 1000:.0f} ms: server's clock {over_server:.0f} of {served:.0f} "
-                  f"(wrk's included), generator's clock {over_client} of {len(client_cache)}")
+            n_server, served = over(server_before, server_after, le)
+            n_lag, probes = over(lag_before, lag_after, le)
+            n_client = sum(ms > le * 1000 for ms in client_cache)
+            print(f"over {le * 1000:3.0f} ms: cache answers on the server's clock {n_server:.0f} of {served:.0f} (wrk's included), "
+                  f"on the generator's {n_client} of {len(client_cache)}; server loop probes late {n_lag:.0f} of {probes:.0f}")
         if wrk.get("requests"):
             print(f"wrk, {args.wrk_connections} connections for {wrk_s} s during the surge: {wrk['requests'] - wrk['misses']} hits, "
                   f"{wrk['misses']} misses, p50 {wrk['p50']:.1f} ms, p99 {wrk['p99']:.1f} ms, {wrk['rps']:.0f} req/s")
@@ -232,7 +251,8 @@ def main() -> None:
         m = next(iter(status["models"].values()))
         e = status["embedder"]
         print(f"server peak RSS {peak_rss_mb(srv.proc.pid):.0f} MB; slots {m['slots']}, tokens generated "
-              f"{m['generated_tokens']}, model refusals {m['rejected']}; embedder {e['texts']} texts, busy {e['busy_s']:.1f} s, refusals {e['rejected']}")
+              f"{m['generated_tokens']}, model refusals {m['rejected']}; embedder {e['texts']} texts, busy {e['busy_s']:.1f} s, refusals {e['rejected']}, "
+              f"decode waited for it {e.get('decode_yielded_s', 0):.1f} s")
         print(f"load generator CPU: {gen_cpu:.0%} of one core")
         for s in tally.samples:
             print("  sample error:", s)
