@@ -472,13 +472,29 @@ def test_drafts_are_found_in_the_context_and_rest_after_misses():
     d = NgramDraft()
     d.reset(prompt_len=12)
     context = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6]
-    assert d.propose(context, limit=3) == ([7, 8, 9], "prompt")  # what followed 1..6 the last time
+    assert d.propose(context, limit=3) == ([7, 8, 9][:DRAFT_FIRST], "prompt")  # what followed 1..6 the last time
     chance = NgramDraft()
     chance.reset(prompt_len=8)
     assert chance.propose([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3], limit=3) == ([], "")  # three tokens: by chance
-    d.settle(drafted=3, accepted=3)
+    d.settle(drafted=DRAFT_FIRST, accepted=DRAFT_FIRST)
     assert d.length == min(2 * DRAFT_FIRST, DRAFT_MAX)  # longer after a whole draft was kept
     for _ in range(MISSES_TO_REST):
         d.settle(drafted=2, accepted=0)
     assert all(d.propose(context, limit=3) == ([], "") for _ in range(REST_TOKENS))
     assert d.propose(context, limit=3)[0]  # drafting again after the rest
+
+
+def test_a_slot_whose_drafts_were_never_kept_probes_briefly_and_rests_longer_each_time():
+    from edge_ai.engines.draft import DRAFT_FIRST, REST_TOKENS, NgramDraft
+
+    d = NgramDraft()
+    d.reset(prompt_len=12)
+    context = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 1, 2, 3, 4, 5, 6]
+    for rest in (REST_TOKENS, 2 * REST_TOKENS, 4 * REST_TOKENS):
+        draft, _ = d.propose(context, limit=64)
+        assert len(draft) == DRAFT_FIRST  # a probe, not a long guess
+        d.settle(drafted=len(draft), accepted=0)  # one miss is enough to rest
+        assert d.resting == rest
+        d.resting = 0
+    d.settle(drafted=DRAFT_FIRST, accepted=DRAFT_FIRST)  # a copy after all: the draft grows, rests are short again
+    assert d.length == 2 * DRAFT_FIRST and d.rests == 0

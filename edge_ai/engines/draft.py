@@ -14,12 +14,13 @@ Without a cursor, or nothing near it, the most recent occurrence anywhere; such 
 the cursor (the renamed class's "Book.total(self) + " comes from the method rewritten last, and the copy
 goes on where the cursor stands, with this method's number).
 
-A draft's length adapts to how the slot's drafts fare: doubled after one accepted whole, twice what was
-accepted after a partial one, halved after a miss, never under `DRAFT_LEAST`; after `MISSES_TO_REST`
-misses in a row the slot rests for `REST_TOKENS` tokens. On two cores a step's cost grows with its tokens
-(Qwen2.5-Coder-1.5B: 76 ms for one token, 172 for 5, 299 for 17, ~13 ms a token past that), so a draft
-pays only where most of it is kept, and plain chat answers rarely repeat their context; a long copy (a
-file rewritten) earns drafts of up to 64 tokens.
+A draft's length adapts to how the slot's drafts fare: a short probe first (`DRAFT_FIRST`), doubled after
+one accepted whole, twice what was accepted after a partial one, halved after a miss, never under
+`DRAFT_LEAST` once a draft was kept; after `MISSES_TO_REST` misses in a row (one, while none was kept)
+the slot rests for `REST_TOKENS` tokens, longer after each rest that kept nothing. On two cores a step's
+cost grows with its tokens (Qwen2.5-Coder-1.5B: 76 ms for one token, 172 for 5, 299 for 17, ~13 ms a token
+past that), so a draft pays only where most of it is kept, and plain chat answers rarely repeat their
+context; a long copy (a file rewritten) earns drafts of up to 64 tokens.
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NGRAM = 3  # tokens of context a draft is keyed on: two matched too often by chance, four too rarely
-DRAFT_FIRST = 8  # tokens in a slot's first draft
-DRAFT_MAX = 64  # the longest draft: reached by doubling, draft after draft kept whole (8, 16, 32, 64)
-DRAFT_LEAST = 4  # shorter drafts cost nearly as much a token as one decoded alone (BENCHMARKS.md)
-MISSES_TO_REST = 2
-REST_TOKENS = 16
+# A slot's first draft is a probe: two tokens cost 37 ms more than a step of one, eight 188 ms, and where
+# the context is not being copied (an edit call whose prompt spells out the JSON to write) every probe
+# misses: 8-token probes lost 9% on that task at 4 clients (BENCHMARKS.md). A copy grows the draft fast.
+DRAFT_FIRST = 2  # tokens in a slot's first draft, and after a miss while none of its drafts was kept
+DRAFT_MAX = 64  # the longest draft: reached by doubling, draft after draft kept whole (2, 4, ... 64)
+DRAFT_LEAST = 4  # once drafts are kept: shorter ones cost nearly as much a token as one decoded alone
+MISSES_TO_REST = 2  # misses in a row, once a draft was kept, before a rest; before that, one
+REST_TOKENS = 16  # a rest, doubled after each rest in which no draft was kept (at most 8x)
+REST_DOUBLINGS = 3
 WINDOW = 64  # how far ahead of the cursor the tail is looked for
 LEAST_MATCH = 6  # a draft is taken only where this many tokens before it match the context's end: three
                  # match by chance (an edit call's `"old_string": ` and the prompt's instructions), six rarely
@@ -47,6 +52,8 @@ class NgramDraft:
     length: int = DRAFT_FIRST
     misses: int = 0
     resting: int = 0  # tokens to go without drafting
+    kept: bool = False  # a draft of this task was kept, in part or whole: its context is being copied
+    rests: int = 0  # rests since a draft was last kept
     cursor: int | None = None  # where the copy stands in the context: the position its next token comes from
     source_at: int = 0  # where the last draft was taken from
     aligned: bool = False  # the last draft was found near the cursor (or there was none)
@@ -57,6 +64,7 @@ class NgramDraft:
         self.indexed = 0
         self.prompt_len = prompt_len
         self.length, self.misses, self.resting = DRAFT_FIRST, 0, 0
+        self.kept, self.rests = False, 0
         self.cursor = None
 
     def propose(self, context: list[int], limit: int) -> tuple[list[int], str]:
@@ -103,17 +111,16 @@ class NgramDraft:
             return
         if self.aligned:
             self.cursor = self.source_at + accepted  # where the copy stands: its next token's source
-        if accepted == drafted:
-            self.length = min(self.length * 2, DRAFT_MAX)
-            self.misses = 0
-        elif accepted > 0:
-            self.length = min(max(accepted * 2, DRAFT_LEAST), DRAFT_MAX)
-            self.misses = 0
-        else:
-            self.length = max(self.length // 2, DRAFT_LEAST)
-            self.misses += 1
-            if self.misses >= MISSES_TO_REST:
-                self.misses, self.resting = 0, REST_TOKENS
+        if accepted > 0:
+            self.kept, self.rests, self.misses = True, 0, 0
+            whole = accepted == drafted
+            self.length = min(self.length * 2 if whole else max(accepted * 2, DRAFT_LEAST), DRAFT_MAX)
+            return
+        self.misses += 1
+        self.length = max(self.length // 2, DRAFT_LEAST) if self.kept else DRAFT_FIRST
+        if self.misses >= (MISSES_TO_REST if self.kept else 1):
+            self.misses, self.resting = 0, REST_TOKENS << min(self.rests, REST_DOUBLINGS)
+            self.rests += 1
 
 
 def _matched(context: list[int], end: int, most: int) -> int:

@@ -214,12 +214,15 @@ _log_callback = None
 
 PREFIX_LEAST = 256  # shorter prompt prefixes are cheap to compute again: not kept across a restart
 PREFIXES_KEPT = 4  # SmolLM2 at 3,000 tokens: ~70 MB each on disk
-# Drafts ride in a step only while it holds fewer tokens than this. A CPU step of a few tokens costs little
-# more than one (the weights are read once either way); past ~16 each token costs ~13 ms against ~76 ms for
-# a step of one (Qwen2.5-Coder-1.5B), so a long draft still pays where most of it is kept, and only a
-# slot whose drafts were kept whole gets a long one (NgramDraft's lengths). BENCHMARKS.md, "Speculative
-# decoding": 16 here gave 0.75x llama-server's 48-token drafts on a one-client rewrite.
+# How many drafted tokens a step may take: DRAFT_STEP_TOKENS less DRAFT_ROW_COST for each decoding slot.
+# A CPU step of a few tokens costs little more than one (the weights are read once either way); past ~16
+# each token costs ~13 ms (Qwen2.5-Coder-1.5B). Alone, a slot's step of one costs 76 ms, so a drafted
+# token pays when 1 in 6 is kept, and a long draft (NgramDraft's lengths grow only while kept whole) pays
+# most: a one-client rewrite went 2.6x -> 3.5x with 64 against 16 (BENCHMARKS.md). With 16 slots decoding
+# the step is compute-bound: a drafted token pays only when 7 in 10 are kept, and 48 tokens of room there
+# measured 0.96x on the same rewrite. So the room shrinks as the step fills, and is gone at 16.
 DRAFT_STEP_TOKENS = 64
+DRAFT_ROW_COST = 4
 CALL_TRIGGER_SPAN = 256  # longer than any text a tool call's trigger pattern matches (a fence or tag, "{", a name)
 
 
@@ -609,7 +612,7 @@ class LLMEngine:
         # no drafts beside a prompt being prefilled: that step is compute-bound already, and each drafted
         # token costs what a prompt token does (16 clients: 0.89x with them, BENCHMARKS.md)
         prefilling = any(s.task is not None and s.n_prefilled < len(s.task.tokens) for s in active)
-        spare = DRAFT_STEP_TOKENS - len(decoding) if self.speculate and not prefilling else 0
+        spare = DRAFT_STEP_TOKENS - DRAFT_ROW_COST * len(decoding) if self.speculate and not prefilling else 0
         for slot in decoding:
             assert slot.pending is not None and slot.task is not None
             slot.draft, slot.draft_source = [], ""
