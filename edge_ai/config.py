@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
     speculate: bool = Field(False, description="speculative decoding: tokens guessed from the context (n-gram "
-                            "lookup) decoded with each slot's next one, kept where the model agrees (2.1x on a rewrite "
+                            "lookup) decoded with each slot's next one, kept where the model agrees (2.85x on a rewrite "
                             "for one client; off until it measures no loss on every task, BENCHMARKS.md)")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
