@@ -216,7 +216,8 @@ _DECODER = json.JSONDecoder()
 
 # A shell block as a call. Given a tool that runs shell commands (Codex's exec_command, Claude Code's
 # Bash), Qwen2.5-Coder-1.5B often answers "list the files in src/" with a sentence and a ```bash block
-# instead of a call: 6 of the agent eval's 29 tasks that needed a call (BENCHMARKS.md). An agent's user
+# instead of a call: most of the agent eval's 6 text answers where a call was needed (BENCHMARKS.md;
+# reading them as calls: 6 -> 4). An agent's user
 # who gets a command to run wanted it run; so a shell block that follows at most a short lead-in is read
 # as a call of that tool. A longer answer (an explanation with a command in it) stays text, and so does an
 # answer to tool results: there the model reports what was done and quotes the command (the eval's
