@@ -94,7 +94,7 @@ def serve(
         help="Speculative decoding: tokens guessed from the context decoded with each slot's next one and kept "
         "where the model agrees, while a step has room for them.",
         envvar=_env("speculate"),
-        show_default="--no-speculate",
+        show_default="--speculate",
     ),
     strict_models: Optional[bool] = typer.Option(
         None,
@@ -487,8 +487,11 @@ def eval_agent_cmd(
     model: list[str] = typer.Option([], "--model", help="GGUF file or packaged model name; repeatable [default: the configured one]."),
     form: list[str] = typer.Option(["auto"], "--tools-form", help="How tools are shown: auto, always (compact), never "
                                    "(full); repeatable."),
+    call_least: list[float] = typer.Option([], "--call-least", help="Least probability of beginning a call for "
+                                           "the answer to begin with one; repeatable [default: the configured one]."),
     concurrency: int = typer.Option(4, help="Tasks in flight together."),
-    show: bool = typer.Option(False, "--show", help="Print every task that was not right, with what came back."),
+    show: bool = typer.Option(False, "--show", help="Print every task that was not right, with what came back, and "
+                              "the model's probabilities of beginning a call by verdict."),
     config: Optional[Path] = Config,
 ) -> None:
     """Can an agent act through the local path? Per model: tool-needing tasks answered with the right call
@@ -498,7 +501,7 @@ def eval_agent_cmd(
     import asyncio
     import tempfile
 
-    from edge_ai.eval_agent import eval_agent, read_tasks
+    from edge_ai.eval_agent import VERDICTS, eval_agent, read_tasks
     from edge_ai.runtime import Runtime
 
     logging.basicConfig(level="WARNING")
@@ -506,13 +509,14 @@ def eval_agent_cmd(
     need = sum(t.needs_call for t in tasks)
     typer.echo(f"{len(tasks)} tasks: {need} need a call, {len(tasks) - need} need none")
     typer.echo(f"{'model':<40} {'right':>6} {'wrong':>6} {'text':>5} | {'text':>5} {'invented':>9} | {'s/task':>7}")
-    for name, tools_form in [(m, f) for m in model or [None] for f in form]:
-        runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
+    for name, tools_form, least in [(m, f, c) for m in model or [None] for f in form for c in call_least or [None]]:
+        runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, call_least=least,
+                                        cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
         runtime.load()
         if runtime.error or runtime.policy is None:
             typer.echo(f"error: {runtime.error}", err=True)
             raise typer.Exit(2)
-        label = f"{runtime.policy.models.default.name} ({tools_form})"
+        label = f"{runtime.policy.models.default.name} ({tools_form}, {runtime.settings.call_least:g})"
         r = asyncio.run(eval_agent(runtime.policy, tasks, label, concurrency))
         calls, none = r.counts(True), r.counts(False)
         typer.echo(f"{label:<40} {calls['right'] / max(need, 1):>6.0%} {calls['wrong call']:>6} {calls['text']:>5} | "
@@ -521,6 +525,12 @@ def eval_agent_cmd(
             for j in r.judged:
                 if j.verdict != ("right" if j.task.needs_call else "text"):
                     typer.echo(f"    [{j.verdict}] {j.task.id}: {j.detail}")
+            for needs, verdict in [(n, v) for n in (True, False) for v in VERDICTS]:
+                beliefs = sorted((j.belief, j.task.id) for j in r.judged if j.task.needs_call == needs
+                                 and j.verdict == verdict and j.belief is not None)
+                if beliefs:
+                    typer.echo(f"    call belief, {'needs a call' if needs else 'needs none'}, {verdict}: "
+                               + ", ".join(f"{b:.2f} {i}" for b, i in beliefs))
         runtime.close()
 
 

@@ -108,9 +108,9 @@ class Settings(BaseSettings):
         "enabled, and make answers depend on the batch"
     )
     max_queue: int = Field(64, ge=0, description="requests waiting for a slot before 429/529")
-    speculate: bool = Field(False, description="speculative decoding: tokens guessed from the context (n-gram "
+    speculate: bool = Field(True, description="speculative decoding: tokens guessed from the context (n-gram "
                             "lookup) decoded with each slot's next one, kept where the model agrees (2.85x on a rewrite "
-                            "for one client; off until it measures no loss on every task, BENCHMARKS.md)")
+                            "for one client, 1.48x for four; no loss measured where nothing is copied, BENCHMARKS.md)")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
     cpu_turns: bool = Field(True, description="the embedder's passes go before the model's next CPU decode step "
@@ -123,6 +123,9 @@ class Settings(BaseSettings):
                              "(10 on a dedicated box: hits first; 0 where other processes share the cores)")
     embed_nice: int = Field(0, ge=0, le=19, description="how much lower than the event loop the embedder's threads run "
                             "(5 on a dedicated box)")
+    call_least: float = Field(0.5, ge=0.0, le=1.0, description="with tools offered, a call opens (at the answer's or "
+                              "a line's start) only where the model's probability of opening one there is at least "
+                              "this: 0.5 = more likely than not; 0 = wherever it is the likeliest token")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
     compact_tools: Literal["auto", "always", "never"] = Field(
         "auto", description="show an agent's request compact (each tool as name, first sentence and parameters; the "

@@ -48,6 +48,7 @@ class Judged:
     verdict: str  # one of VERDICTS
     detail: str
     seconds: float
+    belief: float | None = None  # the model's probability of beginning its answer with a call
 
 
 @dataclass
@@ -144,7 +145,9 @@ async def eval_agent(policy: Any, tasks: list[AgentTask], label: str, concurrenc
             t0 = time.perf_counter()
             final = await answer_patiently(policy, req)
             verdict, detail = judge(task, final, req)
-            return Judged(task, verdict, detail, time.perf_counter() - t0)
+            if final.call_belief is not None:
+                detail = f"[call {final.call_belief:.2f}] {detail}"
+            return Judged(task, verdict, detail, time.perf_counter() - t0, final.call_belief)
 
     t0 = time.perf_counter()
     judged = await asyncio.gather(*(run(t) for t in tasks))

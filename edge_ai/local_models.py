@@ -190,6 +190,7 @@ class LocalModel:
             stop=req.stop if not structured else (),  # a stop string could cut valid JSON short
             grammar=grammar,
             grammar_triggers=triggers,
+            call_least=d.call_least if triggers else 0.0,
         )
 
 
@@ -286,7 +287,8 @@ class LocalModels:
                 turns=self.turns,
             )
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-                                      repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier)
+                                      repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier,
+                                      call_least=s.call_least)
             self._by_path[key] = LocalModel(engine, defaults, s.default_system, s.compact_tools)
         return self._by_path[key]
 

@@ -184,10 +184,12 @@ def _parsed(arguments: str) -> Any:
 # ---- the lazy grammar ----------------------------------------------------------------------------
 
 # A call has begun when a JSON object opens with "name" at the start of the answer or of a line, or after a
-# fence or a tool tag. From its `{` on the answer is decoded under the calls' grammar: the name is one of
-# the offered tools and the arguments are valid for its schema, by construction. (llama.cpp searches the
-# answer so far for the pattern and hands the grammar the text from the first group on.)
-CALL_TRIGGERS = (r'(?:^|\n|```(?:json)?\s*|<tool_call>\s*|<tools>\s*)[ \t]*(\{\s*"name"\s*:\s*")',)
+# fence or a tool tag, alone or as an array's first item. From its `{` on the answer is decoded under the
+# calls' grammar: the name is one of the offered tools and the arguments are valid for its schema, by
+# construction. (llama.cpp searches the answer so far for the pattern and hands the grammar the text from
+# the first group on.) Without the array's `[`, a call written `[{"name": …}]` was still read back, but
+# decoded free: nothing held its arguments to the schema.
+CALL_TRIGGERS = (r'(?:^|\n|```(?:json)?\s*|<tool_call>\s*|<tools>\s*)[ \t]*(?:\[\s*)?(\{\s*"name"\s*:\s*")',)
 
 
 def lazy_call_grammar(call_gbnf: str) -> str:
@@ -201,7 +203,7 @@ def lazy_call_grammar(call_gbnf: str) -> str:
     body = re.sub(r"^space ::= .*$", r"space ::= [ \\t\\n]{0,20}", body, flags=re.MULTILINE)
     return body + (
         '\nroot ::= edge-call edge-close'
-        '\nedge-close ::= "\\n"? ("```" | "</tool_call>" | "</tools>")?\n'
+        '\nedge-close ::= ([ \\t\\n]{0,4} "]")? "\\n"? ("```" | "</tool_call>" | "</tools>")?\n'
     )
 
 

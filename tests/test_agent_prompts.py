@@ -213,3 +213,33 @@ def test_a_cut_keeps_the_system_prompts_start_before_the_last_tools(coder):
     text = coder.engine.detokenize(prep.tokens)
     assert "AGENT START." in text and "Read notes.txt" in text and "Tool0" in text
     assert "Tool39" not in text and len(prep.tokens) + prep.params.max_tokens <= 1024
+
+
+def test_a_call_begins_the_answer_only_when_the_model_believes_in_it_enough(coder):
+    """With tools offered, the answer carries the model's probability of opening with a call; asked for
+    more belief than that, the answer does not open with one; asked for less, nothing changes."""
+    import asyncio
+    from dataclasses import replace
+
+    from edge_ai.request import Tool
+
+    tools = (Tool("Read", "Reads a file.", {"type": "object", "properties": {"file_path": {"type": "string"}},
+                                            "required": ["file_path"]}),)
+    req = Request(model="m", tools=tools, messages=(Message("user", "Read the file notes.txt"),), temperature=0.0)
+    prep = coder.prepare(req, 24)
+
+    def answer(call_least: float, tokens=prep.tokens, params=prep.params):
+        async def go():
+            return await coder.engine.submit(tokens, replace(params, call_least=call_least)).result()
+        return asyncio.run(go())
+
+    answer(0.0)  # the prompt's KV in the slot: the answers below all reuse it, so their logits are alike
+    free = answer(0.0)
+    assert free.call_belief is not None and 0.0 < free.call_belief <= 1.0
+    held = answer(free.call_belief + 0.02)
+    assert held.call_belief == pytest.approx(free.call_belief, abs=0.01)
+    assert not held.text.lstrip(" \t\n").startswith(("{", "[", "```", "<tool_call>", "<tools>"))
+    assert answer(free.call_belief / 2).text == free.text
+    # a request without tools is not weighed
+    plain = coder.prepare(Request(model="m", messages=(Message("user", "Say hi."),), temperature=0.0), 8)
+    assert answer(0.5, plain.tokens, plain.params).call_belief is None

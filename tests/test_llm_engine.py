@@ -427,6 +427,7 @@ def test_speculation_gives_the_same_answer_token_for_token(engines, params):
     n_drafted, n_accepted = (a - b for a, b in zip(drafted(drafting), before))
     assert got.text == want.text and got.completion_tokens == want.completion_tokens
     assert n_drafted > 0 and n_accepted > 0  # drafts were decoded and some kept: speculation really ran
+    assert (got.drafted, got.accepted) == (n_drafted, n_accepted) and want.drafted == 0  # counted per answer
 
 
 def test_a_grammar_constrained_answer_with_drafts_is_the_same(engines):
@@ -498,3 +499,24 @@ def test_a_slot_whose_drafts_were_never_kept_probes_briefly_and_rests_longer_eac
         d.resting = 0
     d.settle(drafted=DRAFT_FIRST, accepted=DRAFT_FIRST)  # a copy after all: the draft grows, rests are short again
     assert d.length == 2 * DRAFT_FIRST and d.rests == 0
+
+
+def test_beside_other_slots_a_probe_needs_a_long_match_until_a_draft_is_kept():
+    """A draft beside other decoding slots is a pass of its own (llama.cpp's equal split): a slot that has
+    kept nothing yet probes there only where the context's end matches LEAST_MATCH_SHARED tokens."""
+    from edge_ai.engines.draft import LEAST_MATCH, LEAST_MATCH_SHARED, NgramDraft
+
+    head = list(range(100, 100 + LEAST_MATCH_SHARED + 4))
+    short = list(range(1, 40)) + head[-LEAST_MATCH:] + [7, 8] + [0] + head[-LEAST_MATCH:]  # 6 tokens repeat
+    long = head + [7, 8] + [0] + head  # the whole run of LEAST_MATCH_SHARED + 4 repeats
+    for context, shared_ok in ((short, False), (long, True)):
+        d = NgramDraft()
+        d.reset(prompt_len=len(context) - 1)
+        assert d.propose(context, limit=8)[0][:1] == [7]  # alone: what followed the match last time
+        d = NgramDraft()
+        d.reset(prompt_len=len(context) - 1)
+        assert bool(d.propose(context, limit=8, shared=True)[0]) == shared_ok
+    d = NgramDraft()
+    d.reset(prompt_len=len(short) - 1)
+    d.settle(drafted=2, accepted=2)  # a draft was kept: the slot is copying, the usual match will do
+    assert d.propose(short, limit=8, shared=True)[0]

@@ -58,7 +58,7 @@ tenant = "single"
 max_concurrent = 1
 """)
     cfg.chmod(0o600)
-    srv = Server(d / "cache", "--config", str(cfg)).start()
+    srv = Server(d / "cache", "--config", str(cfg), "--speculate").start()  # the default; the suite pins it off
     yield srv
     srv.stop()
 
@@ -310,20 +310,36 @@ def test_metrics_need_a_metrics_or_admin_key_and_use_prometheus_names(service):
     assert tenants <= {"alpha", "beta", "ops", "limited", "single", "none", "other"}
 
 
+def request_line(service, rid: str) -> dict:
+    """The JSON request log's line for request `rid` (written once the response has gone out)."""
+    for _ in range(50):
+        lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
+        found = [x for x in lines if x.get("logger") == "edge_ai.requests" and x.get("request_id") == rid]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no JSON request line for {rid}")
+
+
+def test_speculation_is_counted_per_answer_in_the_log_and_metrics(service):
+    code = "\n".join(f"def helper_{i}(value):\n    return Widget.build(value * {i}, name='w{i}')\n" for i in range(8))
+    raw = oa(service, ALPHA).chat.completions.with_raw_response.create(
+        model="gpt-4o", max_tokens=120, temperature=0, extra_headers={"x-edge-cache": "off"},
+        messages=[{"role": "user", "content": f"Rewrite this code with Widget renamed to Part. Output only the code.\n\n{code}"}])
+    logged = request_line(service, raw.headers["x-request-id"])
+    assert logged["drafted_tokens"] > 0  # the answer copies the code: drafts were tried
+    assert 0 <= logged["accepted_tokens"] <= logged["drafted_tokens"]
+    text = httpx.get(service.url + "/metrics", headers={"x-api-key": SCRAPER}).text
+    count = re.search(r'^edge_ai_llm_draft_tokens_per_answer_count\{kind="drafted",model="[^"]+"\} ([0-9.e+]+)$', text, re.M)
+    assert count and float(count.group(1)) >= 1
+
+
 def test_json_request_log_has_the_fields_and_no_prompts_or_keys(service):
     question = f"Name a color. ({uuid.uuid4().hex[:6]})"
     raw = oa(service, ALPHA).chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "system", "content": system()}, {"role": "user", "content": question}], max_tokens=12)
-    rid = raw.headers["x-request-id"]
     assert float(re.fullmatch(r"app;dur=([0-9.]+)", raw.headers["server-timing"]).group(1)) >= 0  # the server's own time
-    for _ in range(50):  # the line is written once the response has gone out
-        lines = [json.loads(line) for line in service.log.read_text().splitlines() if line.startswith("{")]
-        requests = [x for x in lines if x.get("logger") == "edge_ai.requests" and x.get("request_id") == rid]
-        if requests:
-            break
-        time.sleep(0.1)
-    assert requests, "no JSON request line for the request"
-    last = requests[-1]
+    last = request_line(service, raw.headers["x-request-id"])
     assert last["path"] == "/v1/chat/completions"
     for field in ("request_id", "tenant", "api", "source", "status", "latency_ms", "prompt_tokens", "completion_tokens"):
         assert field in last, field
@@ -332,6 +348,7 @@ def test_json_request_log_has_the_fields_and_no_prompts_or_keys(service):
     assert question not in text  # prompts only with log_prompts = true
     for key in (ALPHA, BETA, OPS):
         assert key not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     refused = [x for x in lines if x.get("logger") == "edge_ai.requests" and x.get("refused")]
     assert refused and all(x["status"] in (401, 403, 429) for x in refused)
 

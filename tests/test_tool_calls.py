@@ -316,3 +316,19 @@ def test_results_are_followed_by_a_turn_to_use_them_unless_a_call_failed_or_the_
     assert template_messages([ask, call, failed])[-1]["role"] == "tool"
     assert template_messages([ask, call, ok, Message("user", "thanks")])[-1] == {"role": "user", "content": "thanks"}
     assert sum(t["content"] == USE_RESULTS for t in template_messages([ask, call, ok, call, ok])) == 2
+
+
+def test_a_call_written_as_an_array_is_decoded_under_the_grammar_and_read_back():
+    """`[{"name": …}]` opening a line begins a call as a bare object does: the trigger's group starts at the
+    object, so the grammar holds its arguments, and the grammar's close allows the array's `]`."""
+    import re
+
+    from edge_ai.tool_calls import CALL_TRIGGERS, lazy_call_grammar
+
+    trigger = re.compile(CALL_TRIGGERS[0])
+    for answer in ('[{"name": "read_file"', 'Reading it.\n[ {"name": "read_file"', '```json\n[{"name": "read_file"'):
+        found = trigger.search(answer)
+        assert found and found.group(1).startswith('{"name"'), answer
+    assert '"]"' in lazy_call_grammar('root ::= "{}"\nspace ::= " "?')
+    text, calls = read_calls('[{"name": "read_file", "arguments": {"path": "a.txt"}}]', TOOLS)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("read_file", {"path": "a.txt"})] and text == ""

@@ -40,6 +40,13 @@ REST_DOUBLINGS = 3
 WINDOW = 64  # how far ahead of the cursor the tail is looked for
 LEAST_MATCH = 6  # a draft is taken only where this many tokens before it match the context's end: three
                  # match by chance (an edit call's `"old_string": ` and the prompt's instructions), six rarely
+# Beside other decoding slots a draft is a pass of its own: llama.cpp splits a step into ubatches that take
+# the same number of tokens from each sequence (split_equal, per-slot KV), so a slot's 2-token probe beside
+# three slots' one token each is a second pass over the weights (~76 ms on Qwen2.5-Coder-1.5B), not 2
+# tokens more. There a slot whose drafts were never kept probes only on strong evidence: an edit call's
+# answer matched the prompt's spelled-out JSON for ~14 tokens, every probe missed, and the 4-client edit
+# measured 0.96-0.97x (BENCHMARKS.md); a copied file matches far longer.
+LEAST_MATCH_SHARED = 16
 
 
 @dataclass
@@ -67,9 +74,10 @@ class NgramDraft:
         self.kept, self.rests = False, 0
         self.cursor = None
 
-    def propose(self, context: list[int], limit: int) -> tuple[list[int], str]:
+    def propose(self, context: list[int], limit: int, shared: bool = False) -> tuple[list[int], str]:
         """Up to `limit` tokens that may follow `context` (the tokens whose KV the slot holds plus its
-        pending token), and where they were found ("prompt" or "answer"); none when resting or not found."""
+        pending token), and where they were found ("prompt" or "answer"); none when resting or not found.
+        `shared`: other slots decode in the same step (a probe then needs LEAST_MATCH_SHARED)."""
         if self.resting > 0:
             self.resting -= 1
             return [], ""
@@ -90,7 +98,8 @@ class NgramDraft:
             end = self.index.get(tuple(key))
             if end is None or end >= n or context[end - NGRAM: end] != key:
                 return [], ""
-        if _matched(context, end, LEAST_MATCH) < LEAST_MATCH:
+        least = LEAST_MATCH_SHARED if shared and not self.kept else LEAST_MATCH
+        if _matched(context, end, least) < least:
             return [], ""
         self.source_at = end
         return context[end: end + limit], ("prompt" if end < self.prompt_len else "answer")

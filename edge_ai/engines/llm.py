@@ -68,6 +68,9 @@ class SamplingParams:
     # With triggers the grammar is lazy: the answer is free until one of these regexes is found in it, and
     # from the regex's first group on it must match the grammar (a tool call the model chose to begin).
     grammar_triggers: tuple[str, ...] = ()
+    # With triggers: a call may open only where the model's probability of opening one (all the tokens a
+    # call can begin with, together) is at least this (see LLMEngine._weigh_call)
+    call_least: float = 0.0
 
     @property
     def counts_penalised(self) -> bool:
@@ -183,6 +186,10 @@ class Slot:
     seen: set[int] | None = None  # tokens generated so far, when only they can be penalised (_penalised_argmax)
     call_begins: re.Pattern[str] | None = None  # a lazy grammar's triggers: where a tool call begins
     in_call: bool = False  # the answer has begun a call: decoded greedy without penalties from here
+    call_belief: float | None = None  # the model's highest probability of opening a call (see _weigh_call)
+    line_start: bool = True  # the answer so far is empty or ends a line (spaces aside): a call may open here
+    drafted: int = 0  # this answer's draft tokens decoded, and those kept
+    accepted: int = 0
     decoder: codecs.IncrementalDecoder | None = None
     matcher: StopMatcher | None = None
     started: int = 0  # admission order, for fair prefill
@@ -550,6 +557,7 @@ class LLMEngine:
             slot.seen = set() if task.params.greedy_under_penalties else None
             triggers = task.params.grammar_triggers
             slot.call_begins, slot.in_call = (re.compile("|".join(triggers)) if triggers else None), False
+            slot.call_belief, slot.line_start, slot.drafted, slot.accepted = None, True, 0, 0
             slot.drafts.reset(len(task.tokens))
             slot.draft, slot.draft_source = [], ""
             try:  # a sampler that cannot be made fails its task, never the engine thread
@@ -619,7 +627,8 @@ class LLMEngine:
             if spare > 0:
                 room = min(spare, self.n_ctx_slot - len(slot.cache_tokens) - 2,
                            slot.task.params.max_tokens - slot.n_generated - 1)
-                slot.draft, slot.draft_source = slot.drafts.propose(slot.cache_tokens + [slot.pending], room)
+                slot.draft, slot.draft_source = slot.drafts.propose(slot.cache_tokens + [slot.pending], room,
+                                                                    shared=len(decoding) > 1)
                 spare -= len(slot.draft)
             work.append((slot, [slot.pending, *slot.draft], len(slot.cache_tokens)))
             slot.pending = None
@@ -682,10 +691,12 @@ class LLMEngine:
         slot.draft, slot.draft_source = [], ""
         base = len(slot.cache_tokens) - len(draft)  # context length up to and with the pending token
         accepted = 0
+        slot.drafted += len(draft)  # counted before a pick can end the answer (its Final carries the counts)
         for i in range(len(draft) + 1):
             token = self._pick(slot, row + i)
             hit = i < len(draft) and token == draft[i]
             accepted += hit
+            slot.accepted += hit
             going = self._take(slot, token, base + i)
             if not hit or not going:
                 keep = base + i + hit  # an accepted draft token's KV is the answer's; the rest is removed
@@ -704,6 +715,9 @@ class LLMEngine:
 
     def _pick(self, slot: Slot, row: int) -> int:
         """The next token from batch row `row`'s logits, under the slot's sampler and grammar."""
+        if slot.call_begins is not None and not slot.in_call and slot.line_start and slot.matcher is not None \
+                and slot.matcher.text.count("```") % 2 == 0:  # not inside a code block (nor after a call's fence)
+            self._weigh_call(slot, row)
         if slot.grammar is not None:
             return self._sample_constrained(slot, row)
         if slot.sampler is None:
@@ -715,6 +729,41 @@ class LLMEngine:
             return token
         return ll.llama_sampler_sample(slot.sampler, self.ctx, row)
 
+    def _weigh_call(self, slot: Slot, row: int) -> None:
+        """With tools offered, at the answer's start and at a line's start outside a code block where its
+        likeliest next token would open a call: the model's probability of opening one there (the tokens a
+        call can begin with, a fence, a tag, `{` or `[`, together). Below the task's call_least no call
+        opens there: those tokens are ruled out of this pick. Greedy takes the single likeliest token, and
+        a call opens with one of a few tokens while an answer in words spreads over many, so a model unsure
+        whether to call would call (Qwen2.5-Coder-1.5B opened one for "tell me facts about octopuses" at
+        0.28; BENCHMARKS.md). Elsewhere in a line, or inside a code block, those tokens are code in the
+        text (or a call's own `{` after its fence): not weighed. The highest probability weighed is the
+        answer's call_belief."""
+        assert slot.task is not None
+        logits = self._logits(row)
+        starts, opener = self._call_starts()
+        if slot.n_generated > 0 and not opener[int(logits.argmax())]:
+            return  # the model is not about to open a call: nothing to weigh (one argmax, ~30 us)
+        weights = np.exp(logits - logits.max())
+        belief = float(weights[starts].sum() / weights.sum())
+        slot.call_belief = belief if slot.call_belief is None else max(slot.call_belief, belief)
+        if belief < slot.task.params.call_least:
+            logits[starts] = -np.inf  # llama.cpp's buffer: every sampling path below reads this row
+
+    def _call_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens a tool call can begin with (after spaces): a fence, a tool tag, `{` or `[`, or the first
+        part of one (ruled out, "```" alone came back as "``" then "`"); as ids and as a mask by id."""
+        if getattr(self, "_call_start_ids", None) is None:
+            opens = (b"{", b"[", b"```", b"<tool_call>", b"<tools>")
+
+            def opens_call(piece: bytes) -> bool:
+                piece = piece.lstrip(b" \t\r\n")
+                return bool(piece) and (piece.startswith(opens) or any(o.startswith(piece) for o in opens))
+
+            mask = np.array([opens_call(self._piece(t, special=True)) for t in range(self.n_vocab)], dtype=bool)
+            self._call_start_ids, self._call_opener = np.flatnonzero(mask), mask
+        return self._call_start_ids, self._call_opener
+
     def _take(self, slot: Slot, token: int, decoded: int) -> bool:
         """Add a picked token to the slot's answer (`decoded`: the context tokens whose KV precedes it);
         False when the answer ends with it."""
@@ -725,9 +774,14 @@ class LLMEngine:
         if ll.llama_vocab_is_eog(self.vocab, token):
             self._finish(slot, "stop")
             return False
-        delta, stopped = slot.matcher.feed(slot.decoder.decode(self._piece(token)))
+        piece = self._piece(token)
+        delta, stopped = slot.matcher.feed(slot.decoder.decode(piece))
         if delta:
             task.emit(delta)
+        if b"\n" in piece:
+            slot.line_start = not piece.rsplit(b"\n", 1)[1].strip(b" \t")
+        elif piece.strip(b" \t"):
+            slot.line_start = False
         if slot.call_begins is not None and not slot.in_call:
             # a trigger ends at the newest token: search the answer's tail, not all of it on every token
             # (`^` still matches only at the answer's start)
@@ -791,7 +845,8 @@ class LLMEngine:
             tail = matcher.flush()
             if tail:
                 task.emit(tail)
-        task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated, matcher.matched))
+        task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated, matcher.matched,
+                        call_belief=slot.call_belief, drafted=slot.drafted, accepted=slot.accepted))
         self._release(slot)
 
     def _release(self, slot: Slot, error: BaseException | None = None) -> None:

@@ -121,6 +121,7 @@ class Gatekeeper:
                 stream=h.get(b"content-type", b"").startswith(b"text/event-stream"),
                 prompt_tokens=state.get("prompt_tokens", 0), completion_tokens=state.get("completion_tokens", 0),
                 similarity=float(similarity) if similarity else None, truncated=b"x-edge-truncated" in h,
+                drafted=state.get("drafted", 0), accepted=state.get("accepted", 0),
             )
             self.metrics.observe(outcome)
             self._log(scope, api, outcome, seen["status"], seconds, state, h.get(b"x-edge-fallback", b"").decode())
@@ -138,6 +139,10 @@ class Gatekeeper:
             record.update(source=o.source or None, model=o.model or None, stream=o.stream,
                           prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens,
                           ttft_ms=round(o.first_byte_s * 1000, 3) if o.stream and o.first_byte_s is not None else None)
+            if o.drafted:
+                record.update(drafted_tokens=o.drafted, accepted_tokens=o.accepted)
+            if state.get("call_belief") is not None:
+                record["call_belief"] = round(state["call_belief"], 3)
         if reason:
             record["fallback_reason" if o is not None else "refused"] = reason
         if self.log_prompts and o is not None:

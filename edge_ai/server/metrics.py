@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.999, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+DRAFT_BUCKETS = (0, 4, 16, 64, 256, 1024, 4096)
 LOOP_PROBE_S = 0.02  # how often the event loop's lag is probed
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -43,6 +44,8 @@ class Outcome:
     completion_tokens: int = 0
     similarity: float | None = None
     truncated: bool = False
+    drafted: int = 0  # speculative decoding: draft tokens decoded for this answer, and those kept
+    accepted: int = 0
 
 
 class Metrics:
@@ -61,6 +64,8 @@ class Metrics:
         self.generated_tokens = Counter("edge_ai_generated_tokens", "Answer tokens served.", ["source", "model"], registry=r)
         self.similarity = Histogram("edge_ai_cache_hit_similarity", "Similarity of served cache hits (1 = exact).",
                                     buckets=SIMILARITY_BUCKETS, registry=r)
+        self.drafts = Histogram("edge_ai_llm_draft_tokens_per_answer", "Local answers decoded with speculation: draft "
+                                "tokens per answer, decoded and kept.", ["model", "kind"], buckets=DRAFT_BUCKETS, registry=r)
         self.truncated = Counter("edge_ai_truncated_prompts", "Prompts cut to fit the local model's context.", registry=r)
         self.refused = Counter("edge_ai_refused_requests", "Requests refused before any work: auth and per-key limits.",
                                ["api", "reason"], registry=r)
@@ -109,6 +114,9 @@ class Metrics:
             self.similarity.observe(o.similarity)
         if o.truncated:
             self.truncated.inc()
+        if o.drafted:
+            self.drafts.labels(o.model or "none", "drafted").observe(o.drafted)
+            self.drafts.labels(o.model or "none", "accepted").observe(o.accepted)
         if o.source in self.answers and o.status < 400:
             self.answers[o.source] += 1
         self.timeline.add(o.source if o.status < 400 else "", o.status, o.seconds, o.first_byte_s if o.stream else None)

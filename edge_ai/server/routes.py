@@ -110,7 +110,8 @@ async def _counted(http: HttpRequest, events: AsyncIterator[str | Final], keep_t
     try:
         async for event in events:
             if isinstance(event, Final):
-                note(http, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
+                note(http, prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                     drafted=event.drafted, accepted=event.accepted, call_belief=event.call_belief)
                 if keep_text:
                     note(http, answer=event.text)
             yield event

@@ -127,6 +127,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--requests", type=int, default=0, help="requests per level (default: the level, at least 2)")
     ap.add_argument("--reps", type=int, default=2, help="ABBA rounds per level")
+    ap.add_argument("--same", action="store_true", help="A/A: both edge-ai servers without speculation, to see what "
+                    "the run's order and processes alone make of the ratio")
     args = ap.parse_args()
 
     from edge_ai.model_files import resolve_gguf
@@ -135,7 +137,7 @@ def main() -> None:
     slots, threads = str(max(args.levels)), str(os.cpu_count() or 2)
     edge = [sys.executable, "-m", "edge_ai", "serve", "--model", gguf, "--n-slots", slots, "--n-ctx-slot", "4096",
             "--log-level", "warning"]
-    servers = {"edge-ai": (edge + ["--speculate"], "/readyz", {"x-edge-cache": "off"}),
+    servers = {"edge-ai": (edge + ["--no-speculate" if args.same else "--speculate"], "/readyz", {"x-edge-cache": "off"}),
                "edge-ai no-spec": (edge + ["--no-speculate"], "/readyz", {"x-edge-cache": "off"})}
     if args.llama_server:
         base = [args.llama_server, "-m", gguf, "--parallel", slots, "-c", str(4096 * int(slots)), "-t", threads,
