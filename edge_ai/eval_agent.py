@@ -48,7 +48,7 @@ class Judged:
     verdict: str  # one of VERDICTS
     detail: str
     seconds: float
-    belief: float | None = None  # the model's probability of beginning its answer with a call
+    belief: float | None = None  # the model's highest probability of opening a call (Final.call_belief)
 
 
 @dataclass

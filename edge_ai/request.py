@@ -188,7 +188,8 @@ class Final:
     completion_tokens: int
     stop_sequence: str | None = None  # which stop string ended it, if one did
     tool_calls: tuple[ToolCall, ...] = ()  # finish_reason is then "tool_calls"
-    # A local model offered tools: its probability, at the answer's first token, of beginning a call there
+    # A local model offered tools: its highest probability of opening a call, where one was weighed (the
+    # answer's start, a line's start where a call was likeliest; LLMEngine._weigh_call)
     call_belief: float | None = None
     # Speculative decoding: tokens guessed from the context and decoded with this answer, and those kept
     drafted: int = 0
