@@ -487,11 +487,12 @@ def eval_agent_cmd(
     model: list[str] = typer.Option([], "--model", help="GGUF file or packaged model name; repeatable [default: the configured one]."),
     form: list[str] = typer.Option(["auto"], "--tools-form", help="How tools are shown: auto, always (compact), never "
                                    "(full); repeatable."),
-    call_least: list[float] = typer.Option([], "--call-least", help="Least probability of beginning a call for "
-                                           "the answer to begin with one; repeatable [default: the configured one]."),
+    call_least: list[float] = typer.Option([], "--call-least", help="Least probability of opening a call (at the "
+                                           "answer's or a line's start) for one to open there; repeatable "
+                                           "[default: the configured one]."),
     concurrency: int = typer.Option(4, help="Tasks in flight together."),
     show: bool = typer.Option(False, "--show", help="Print every task that was not right, with what came back, and "
-                              "the model's probabilities of beginning a call by verdict."),
+                              "the model's highest probability of opening a call, by verdict."),
     config: Optional[Path] = Config,
 ) -> None:
     """Can an agent act through the local path? Per model: tool-needing tasks answered with the right call

@@ -779,11 +779,11 @@ class LLMEngine:
         delta, stopped = slot.matcher.feed(slot.decoder.decode(piece))
         if delta:
             task.emit(delta)
-        if b"\n" in piece:
-            slot.line_start = not piece.rsplit(b"\n", 1)[1].strip(b" \t")
-        elif piece.strip(b" \t"):
-            slot.line_start = False
-        if slot.call_begins is not None and not slot.in_call:
+        if slot.call_begins is not None and not slot.in_call:  # only an answer that may still open a call
+            if b"\n" in piece:  # needs to know where its lines start (see _weigh_call)
+                slot.line_start = not piece.rsplit(b"\n", 1)[1].strip(b" \t")
+            elif piece.strip(b" \t"):
+                slot.line_start = False
             # a trigger ends at the newest token: search the answer's tail, not all of it on every token
             # (`^` still matches only at the answer's start)
             text = slot.matcher.text
