@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Iterable, Sequence
 
+from edge_ai.edit_blocks import FAILED, Workspace, block_call
 from edge_ai.request import Final, Message, Request, Tool, ToolCall
 
 
@@ -43,13 +44,18 @@ def openai_tools(tools: Iterable[Tool]) -> list[dict[str, Any]]:
 # "The code word written in inventory.txt is PELICAN." (the same words inside the results did not help).
 # Not after a failed call: told "File has not been read yet", it read the file on its own, and with this
 # turn refused ("I'm sorry, but I can't assist with that request").
+# The turn restates the request (its latest user turn, harness notes taken out): told only "Fix it." before
+# the file it had read, the model described the file; reminded of the request, it wrote the fixed code
+# (which is then read as an edit, see edit_blocks.py): the agent eval's two fix-after-read tasks, text ->
+# right calls, with no new call on the no-tool tasks that answer results (BENCHMARKS.md).
 USE_RESULTS = "Use these results: answer the request from them, or make the next call it needs."
-FAILED = "[error] "  # how a result the client marked as an error (Anthropic's is_error) begins
+RESTATED_CHARS = 400
 
 
 def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Turns as a tool-aware template takes them: assistant `tool_calls` with parsed arguments, `tool` turns,
-    each run of results followed by USE_RESULTS unless the client's own user turn follows or a call failed."""
+    each run of results followed by the request and USE_RESULTS unless the client's own user turn follows or
+    a call failed."""
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         msg: dict[str, Any] = {"role": m.role, "content": m.content}
@@ -63,8 +69,19 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         if m.role == "tool" and after not in ("tool", "user"):
             results = _run_of_results(messages, i)
             if not any(r.content.startswith(FAILED) for r in results):
-                out.append({"role": "user", "content": USE_RESULTS})
+                asked = _request_before(messages, i)
+                note = f"The request: {asked}\n{USE_RESULTS}" if asked else USE_RESULTS
+                out.append({"role": "user", "content": note})
     return out
+
+
+def _request_before(messages: Sequence[Message], last: int, limit: int = RESTATED_CHARS) -> str:
+    """The latest user turn before `last`, less an agent harness's notes, cut to `limit` characters."""
+    for m in reversed(messages[:last]):
+        if m.role == "user":
+            text = HARNESS_NOTE.sub("", m.content).strip()
+            return text if len(text) <= limit else text[:limit] + "…"
+    return ""
 
 
 def _run_of_results(messages: Sequence[Message], last: int) -> list[Message]:
@@ -122,14 +139,14 @@ def compact_request(req: Request) -> Request:
         cut = cut if cut > COMPACT_SYSTEM_CHARS // 2 else COMPACT_SYSTEM_CHARS
         facts = [p for p in re.split(r"\n\s*\n", system[cut:]) if _WHERE.search(p)]
         system = "\n\n".join([system[:cut].rstrip(), *(p.strip() for p in facts)])
-    turns = tuple(replace(m, content=_HARNESS_NOTE.sub("", m.content) or m.content) if m.role == "user" else m
+    turns = tuple(replace(m, content=HARNESS_NOTE.sub("", m.content) or m.content) if m.role == "user" else m
                   for m in req.messages)
     return replace(req, tools=compact_tools(req.tools), system=system, messages=turns)
 
 
 # Notes an agent's harness puts into user turns (Claude Code: the date, reminders, skills; ~10 KB): the
 # 1.5B coder, seeing a user turn open with one, answered by writing it out again in 4 of 6 turns tried.
-_HARNESS_NOTE = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)
+HARNESS_NOTE = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)
 
 # A paragraph of an agent's system prompt that says where it works.
 _WHERE = re.compile(r"working directory|\bcwd\b|<env>|environment_context", re.IGNORECASE)
@@ -275,9 +292,11 @@ class CallReader:
     """Reads an answer as it streams: `feed` returns the text that is safe to show now, `finish` the rest
     of the text and the calls."""
 
-    def __init__(self, tools: Sequence[Tool], shell_blocks: bool = True) -> None:
+    def __init__(self, tools: Sequence[Tool], shell_blocks: bool = True, workspace: Workspace | None = None) -> None:
         self.names = {t.name for t in tools}
+        self.tools = tools
         self.shell = shell_tool(tools) if shell_blocks else None
+        self.workspace = workspace or Workspace()  # the files a code block may stand for a call on
         self.text = ""
         self.shown = 0  # text[:shown] has been returned as text
         self.scanned = 0  # no call starts before this offset (from `shown` on)
@@ -357,7 +376,10 @@ class CallReader:
             end = len(text) if close < 0 else close + 3
             calls = self._calls_in(text[nl + 1: body_end]) if nl >= 0 else []
             if not calls and nl >= 0 and close >= 0:
-                calls = self._shell_call(text[m.end(): nl].strip().lower(), text[:begin], text[nl + 1: body_end])
+                fence = text[m.end(): nl].strip().lower()
+                calls = self._shell_call(fence, text[:begin], text[nl + 1: body_end])
+                edit = None if calls else block_call(fence, text[nl + 1: body_end], self.workspace, self.tools, new_call_id)
+                calls = calls or ([edit] if edit is not None else [])
         else:  # a bare object or array opening a line
             at = m.end() - 1
             head = text[at + 1:].lstrip()
@@ -428,11 +450,12 @@ class CallReader:
 
 
 async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool],
-                      shell_blocks: bool = True) -> AsyncIterator[str | Final]:
+                      shell_blocks: bool = True, workspace: Workspace | None = None) -> AsyncIterator[str | Final]:
     """An answer's events with the calls in it read: text deltas that are text, then a Final whose text is
     the text before the first call and whose `tool_calls` are the calls (finish_reason "tool_calls").
-    `shell_blocks`: whether a shell block may be a call (see SHELL_FENCES)."""
-    reader = CallReader(tools, shell_blocks)
+    `shell_blocks`: whether a shell block may be a call (see SHELL_FENCES); `workspace`: the files the
+    conversation has shown or named, on which a code block may stand for a call (see edit_blocks.py)."""
+    reader = CallReader(tools, shell_blocks, workspace)
     shown: list[str] = []
     async for event in events:
         if isinstance(event, Final):
@@ -452,9 +475,10 @@ async def read_stream(events: AsyncIterator[str | Final], tools: Sequence[Tool],
             yield out
 
 
-def read_calls(text: str, tools: Sequence[Tool], shell_blocks: bool = True) -> tuple[str, list[ToolCall]]:
+def read_calls(text: str, tools: Sequence[Tool], shell_blocks: bool = True,
+               workspace: Workspace | None = None) -> tuple[str, list[ToolCall]]:
     """A whole answer: (its text before the first call, the calls)."""
-    reader = CallReader(tools, shell_blocks)
+    reader = CallReader(tools, shell_blocks, workspace)
     shown = reader.feed(text)
     rest, calls = reader.finish()
     return shown + rest, calls

@@ -311,11 +311,15 @@ def test_results_are_followed_by_a_turn_to_use_them_unless_a_call_failed_or_the_
     ask = Message("user", "What does a.txt say?")
     ok = Message("tool", "code word: kiwi", tool_call_id="c1")
     turns = template_messages([ask, call, ok])
-    assert turns[-1] == {"role": "user", "content": USE_RESULTS} and turns[-2]["role"] == "tool"
+    # the request restated, then what to do with the results
+    assert turns[-1] == {"role": "user", "content": f"The request: What does a.txt say?\n{USE_RESULTS}"}
+    assert turns[-2]["role"] == "tool"
+    noted = Message("user", "<system-reminder>Working directory: /w</system-reminder>\nWhat does a.txt say?")
+    assert template_messages([noted, call, ok])[-1] == turns[-1]  # a harness's notes are not the request
     failed = Message("tool", FAILED + "no such file", tool_call_id="c1")
     assert template_messages([ask, call, failed])[-1]["role"] == "tool"
     assert template_messages([ask, call, ok, Message("user", "thanks")])[-1] == {"role": "user", "content": "thanks"}
-    assert sum(t["content"] == USE_RESULTS for t in template_messages([ask, call, ok, call, ok])) == 2
+    assert sum(t["content"].endswith(USE_RESULTS) for t in template_messages([ask, call, ok, call, ok])) == 2
 
 
 def test_a_call_written_as_an_array_is_decoded_under_the_grammar_and_read_back():

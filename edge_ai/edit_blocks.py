@@ -1,0 +1,305 @@
+"""A code block that revises a file the conversation has shown, read as the edit it describes.
+
+Asked to fix a file it has just read, Qwen2.5-Coder-1.5B writes the fixed code in a block ("Here's the
+corrected version: ```python …```") instead of calling the agent's edit tool: the agent eval's two "fix it
+after reading it" tasks and Claude Code's "fix add() in calc.py" ended so, the file unchanged. Coding tools
+built for models that do not call tools well (aider's whole-file and diff formats) take the edits out of
+such blocks; edge-ai does the same for an agent: the block becomes a call of the edit tool the agent offers,
+which the agent runs, checks and reports back like any call. A tool call is returned, never run here.
+
+A block is an edit when it revises a file whose content an earlier call's result showed (a read tool's
+`file_path`, or `cat FILE`): most of its lines are that file's lines, in order, and some differ. A block
+that repeats the file as it is now is a quote; a block that elides lines ("# ... rest of the file") is not
+an edit, since applying it would delete what it left out. The edit goes out as, in order of preference:
+- the agent's string-replacement tool (Claude Code's `Edit`: path, old string, new string): the changed
+  lines and, where they are not unique in the file, enough lines around them to be;
+- its whole-file write tool (`Write`: path, content), when the file was shown whole;
+- its shell tool (Codex's `exec_command`), as a here-document that writes the file, when shown whole.
+
+A block of code in the language of a file the latest request names but no result has shown yet ("fix add()
+in calc.py" answered with "change it to: ```python def add…```") is a change proposed blind: it becomes a
+call that reads that file (the agent's read tool, or `cat`), so that the model, shown the file, can make the
+change as an edit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from edge_ai.request import Message, Tool, ToolCall
+
+FAILED = "[error] "  # how a result the client marked as an error (Anthropic's is_error) begins
+
+_PATH_KEYS = ("file_path", "path", "filename")
+_OLD_KEYS = ("old_string", "old_str", "old_text")
+_NEW_KEYS = ("new_string", "new_str", "new_text")
+_CONTENT_KEYS = ("content", "file_text", "text")
+_READ_EXTRA = {"offset", "limit", "start_line", "end_line", "line_start", "line_end"}  # a read of part of a file
+
+# Claude Code's Read numbers each line: "     1\tdef add(a, b):" (or "     1→…")
+_NUMBERED = re.compile(r"^\s*\d+(?:\t|→)")
+# a block that stands for lines it does not show
+_ELISION = re.compile(r"^\s*(?:\.\.\.|…)\s*$|^\s*(?:#|//|/\*|--).*(?:\.\.\.|…|\brest of\b|\bunchanged\b|\bexisting code\b|\bremaining\b)", re.I)
+_COMMENT = re.compile(r"^\s*(?:#|//|/\*|\*|--)")
+_TRAILING_COMMENT = re.compile(r"\s+(?:#|//).*$")
+_DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", re.I)  # "# Example usage:"
+# a file's name in a request: "calc.py", "src/app.test.js" (a word with a dot and a short extension)
+_FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])")
+_LANGUAGES = {"python": ".py", "py": ".py", "javascript": ".js", "js": ".js", "typescript": ".ts", "ts": ".ts",
+              "go": ".go", "rust": ".rs", "java": ".java", "ruby": ".rb", "c": ".c", "cpp": ".cpp", "c++": ".cpp",
+              "php": ".php", "html": ".html", "css": ".css", "yaml": ".yaml", "toml": ".toml", "sql": ".sql"}
+_NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "text", "diff", "patch", "output"})
+
+
+@dataclass(frozen=True)
+class ShownFile:
+    content: str
+    whole: bool  # the result showed all of it (not a range of lines)
+
+
+def shown_files(messages: Sequence[Message]) -> dict[str, ShownFile]:
+    """Each file the conversation has shown, as it is after the later calls that changed it: a read call's
+    result (its line numbers taken off), edited by later string replacements and writes; a file a shell
+    command touched after it was shown is dropped (its content is no longer known)."""
+    results = {m.tool_call_id: m.content for m in messages if m.role == "tool"}
+    files: dict[str, ShownFile] = {}
+    for m in messages:
+        for call in m.tool_calls:
+            args = _args(call.arguments)
+            if args is None:
+                continue
+            result = results.get(call.id)
+            path = next((args[k] for k in _PATH_KEYS if isinstance(args.get(k), str)), None)
+            old = next((args[k] for k in _OLD_KEYS if isinstance(args.get(k), str)), None)
+            new = next((args[k] for k in _NEW_KEYS if isinstance(args.get(k), str)), None)
+            content = next((args[k] for k in _CONTENT_KEYS if isinstance(args.get(k), str)), None)
+            command = next((args[k] for k in ("command", "cmd") if k in args), None)
+            ok = result is not None and not result.startswith(FAILED)
+            if path is not None and old is not None and new is not None:  # a string replacement
+                if ok and path in files and files[path].content.count(old) == 1:
+                    files[path] = ShownFile(files[path].content.replace(old, new), files[path].whole)
+                else:
+                    files.pop(path, None)
+            elif path is not None and content is not None:  # a whole-file write
+                if ok:
+                    files[path] = ShownFile(content, True)
+            elif path is not None and set(args) - set(_PATH_KEYS) <= _READ_EXTRA:  # a read
+                if ok:
+                    files[path] = ShownFile(_unnumbered(result), not set(args) & _READ_EXTRA)
+            elif command is not None:
+                words = _words(command)
+                if words and len(words) == 2 and words[0] == "cat":  # `cat FILE`
+                    if ok:
+                        files[words[1]] = ShownFile(result, True)
+                else:
+                    text = " ".join(words) if words else str(command)
+                    for known in [p for p in files if p in text]:
+                        del files[known]
+    return files
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the conversation tells of the user's files: those results have shown, and those the latest
+    request names."""
+    shown: dict[str, ShownFile] = field(default_factory=dict)
+    named: tuple[str, ...] = ()
+
+
+def workspace(messages: Sequence[Message]) -> Workspace:
+    from edge_ai.tool_calls import HARNESS_NOTE  # tool_calls reads code blocks with this module
+
+    named: tuple[str, ...] = ()
+    if messages and messages[-1].role == "user":  # a request being answered, not results
+        asked = HARNESS_NOTE.sub("", messages[-1].content)  # Claude Code's notes name files of their own
+        named = tuple(dict.fromkeys(m.group(1) for m in _FILE_NAME.finditer(asked)))
+    return Workspace(shown_files(messages), named)
+
+
+def block_call(fence: str, body: str, ws: Workspace, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+    """The call a code block in an answer stands for (an edit, or the read an edit needs first), or None."""
+    return edit_call(fence, body, ws.shown, tools, new_id) or _read_first(fence, ws, tools, new_id)
+
+
+def _read_first(fence: str, ws: Workspace, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+    """The call that reads the one file the request names in the block's language, when not shown yet."""
+    ext = _LANGUAGES.get(fence.lower())
+    wanted = [p for p in ws.named if ext and p.lower().endswith(ext)]
+    seen = {p.rsplit("/", 1)[-1] for p in ws.shown}
+    if len(wanted) != 1 or wanted[0].rsplit("/", 1)[-1] in seen:
+        return None
+    path = wanted[0]
+    readers = [t for t in tools if _reads(t)]
+    reader = next((t for t in readers if "read" in t.name.lower()), readers[0] if readers else None)
+    if reader is not None:
+        key = next(k for k in _PATH_KEYS if k in _props(reader))
+        return ToolCall(new_id(), reader.name, json.dumps({key: path}, ensure_ascii=False))
+    from edge_ai.tool_calls import shell_tool
+
+    shell = shell_tool(tools)
+    if shell is None:
+        return None
+    command = f"cat {shlex.quote(path)}"
+    value: Any = ["bash", "-lc", command] if shell.argv else command
+    return ToolCall(new_id(), shell.name, json.dumps({shell.param: value}, ensure_ascii=False))
+
+
+def _reads(tool: Tool) -> bool:
+    """A tool that takes a file's path and nothing else it requires, and writes nothing: a read tool."""
+    props = _props(tool)
+    path = next((k for k in _PATH_KEYS if k in props), None)
+    writes = set(props) & {*_OLD_KEYS, *_NEW_KEYS, *_CONTENT_KEYS, "command", "cmd", "pattern"}
+    return path is not None and not writes and set(tool.parameters.get("required") or ()) <= {path}
+
+
+def edit_call(fence: str, body: str, files: dict[str, ShownFile], tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+    """The call that makes the edit a code block describes, or None when the block is no edit."""
+    if fence.lower() in _NOT_CODE or not files:
+        return None
+    block = body.rstrip("\n").split("\n")
+    demo = next((k for k, ln in enumerate(block) if _DEMO.match(ln)), None)
+    block = block[:demo] if demo is not None else block  # a usage example after the code is not the file's
+    while block and not block[-1].strip():
+        block.pop()
+    code = sum(_meaningful(ln) for ln in block)
+    best: tuple[float, str, list[str], list[Any]] | None = None
+    for path, shown in files.items():
+        lines = shown.content.rstrip("\n").split("\n")
+        match = difflib.SequenceMatcher(None, lines, block, autojunk=False)
+        same = sum(_meaningful(ln) for b in match.get_matching_blocks() for ln in block[b.b: b.b + b.size])
+        if not code or same * 2 < code:  # most of the block's code is the file's
+            continue
+        if best is None or same / code > best[0]:
+            best = (same / code, path, lines, match.get_opcodes())
+    if best is None:
+        return None
+    _, path, lines, ops = best
+    # The block is an excerpt: the file lines before its first shared line and after its last are not in
+    # it (see _edge)
+    ops = [op for op in (_edge(ops[0], lines, block, True), *ops[1:-1], _edge(ops[-1], lines, block, False))
+           if op is not None] if len(ops) > 1 else ops
+    changed = [op for op in ops if op[0] != "equal"]
+    if not changed:
+        return None  # the file as it is: a quote
+    i1, i2, j1, j2 = changed[0][1], changed[-1][2], changed[0][3], changed[-1][4]
+    if any(_ELISION.search(ln) for ln in block[j1:j2]):
+        return None
+    text = files[path].content
+    before = after = 0  # lines of the file around the change, added one at a time until the old text is unique
+    old = "\n".join(lines[i1:i2])
+    while not (old.strip() and text.count(old) == 1):
+        if i1 - before > 0 and (before <= after or i2 + after >= len(lines)):
+            before += 1
+        elif i2 + after < len(lines):
+            after += 1
+        else:
+            return None
+        old = "\n".join(lines[i1 - before: i2 + after])
+    new = "\n".join(lines[i1 - before: i1] + block[j1:j2] + lines[i2: i2 + after])
+    edited = lines[:i1] + block[j1:j2] + lines[i2:]
+    return _as_call(path, old, new, edited, files[path], tools, new_id)
+
+
+def _as_call(path: str, old: str, new: str, after: list[str], shown: ShownFile, tools: Sequence[Tool],
+             new_id: Any) -> ToolCall | None:
+    for t in tools:
+        props = _props(t)
+        p = next((k for k in _PATH_KEYS if k in props), None)
+        o = next((k for k in _OLD_KEYS if k in props), None)
+        n = next((k for k in _NEW_KEYS if k in props), None)
+        if p and o and n:
+            return ToolCall(new_id(), t.name, json.dumps({p: path, o: old, n: new}, ensure_ascii=False))
+    if not shown.whole:
+        return None
+    content = "\n".join(after) + "\n"
+    for t in tools:
+        props = _props(t)
+        p = next((k for k in _PATH_KEYS if k in props), None)
+        c = next((k for k in _CONTENT_KEYS if k in props), None)
+        if p and c and not set(t.parameters.get("required") or ()) - {p, c}:
+            return ToolCall(new_id(), t.name, json.dumps({p: path, c: content}, ensure_ascii=False))
+    from edge_ai.tool_calls import shell_tool  # tool_calls reads edit blocks with this module
+
+    shell = shell_tool(tools)
+    if shell is None:
+        return None
+    end = "EOF"
+    while end in content.split("\n"):
+        end += "_"
+    command = f"cat > {shlex.quote(path)} <<'{end}'\n{content}{end}"
+    value: Any = ["bash", "-lc", command] if shell.argv else command
+    return ToolCall(new_id(), shell.name, json.dumps({shell.param: value}, ensure_ascii=False))
+
+
+def _edge(op: Any, lines: list[str], block: list[str], leading: bool) -> Any:
+    """The block's first (or last) difference from the file, as far as it is part of the edit: file lines
+    only on the file's side are lines the block does not show (no edit); a replacement pairs the block's
+    lines one for one with the file lines next to the shared part, and is an edit where each pair is alike
+    (alike but for a small change: else they are other code, or a label such as "# calc.py"); lines only the block has are an insertion."""
+    tag, i1, i2, j1, j2 = op
+    if tag == "equal":
+        return op
+    if tag == "delete" or all(not ln.strip() or _COMMENT.match(ln) for ln in block[j1:j2]):
+        return None
+    if tag == "replace":
+        n = j2 - j1
+        i1, i2 = (max(i1, i2 - n), i2) if leading else (i1, min(i2, i1 + n))
+        theirs, ours = (lines[i1:i2], block[j2 - (i2 - i1): j2]) if leading else (lines[i1:i2], block[j1: j1 + (i2 - i1)])
+        if any(_alike(a, b) < 0.8 for a, b in zip(theirs, ours)):
+            return None
+        # after the shared part, a file line less indented than the last shared one starts a construct the
+        # block does not show ("def sub" after add's body, where the block went on with "def mul")
+        anchor = next((ln for ln in reversed(lines[:i1]) if _meaningful(ln)), None)
+        if not leading and anchor is not None and any(_indent(a) < _indent(anchor) for a in theirs if a.strip()):
+            return None
+    return (tag, i1, i2, j1, j2)
+
+
+def _alike(a: str, b: str) -> float:
+    """How alike two lines are, a comment the model added at the end aside ("return a + b  # fixed")."""
+    return difflib.SequenceMatcher(None, _TRAILING_COMMENT.sub("", a), _TRAILING_COMMENT.sub("", b)).ratio()
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _meaningful(line: str) -> bool:
+    """A line of code that says something: not blank, not a lone bracket, not a comment."""
+    return len(line.strip()) > 2 and not _COMMENT.match(line)
+
+
+def _props(tool: Tool) -> dict[str, Any]:
+    props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
+    return props if isinstance(props, dict) else {}
+
+
+def _args(arguments: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _words(command: Any) -> list[str] | None:
+    if isinstance(command, list):  # ["bash", "-lc", "cat calc.py"]
+        command = command[-1] if command else ""
+    if not isinstance(command, str):
+        return None
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return None
+
+
+def _unnumbered(result: str) -> str:
+    lines = result.rstrip("\n").split("\n")
+    if lines and all(_NUMBERED.match(ln) for ln in lines if ln.strip()):
+        return "\n".join(_NUMBERED.sub("", ln, count=1) for ln in lines) + "\n"
+    return result

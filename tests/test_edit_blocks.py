@@ -1,0 +1,148 @@
+"""A code block that revises a file the conversation has shown is read as the edit it describes
+(edge_ai/edit_blocks.py), without a server."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from edge_ai.edit_blocks import Workspace, shown_files, workspace
+from edge_ai.request import Message, Tool, ToolCall
+from edge_ai.tool_calls import CallReader, read_calls
+
+READ = Tool("Read", "", {"type": "object", "properties": {"file_path": {"type": "string"}, "offset": {"type": "number"},
+                                                          "limit": {"type": "number"}}, "required": ["file_path"]})
+EDIT = Tool("Edit", "", {"type": "object", "properties": {"file_path": {"type": "string"}, "old_string": {"type": "string"},
+                                                          "new_string": {"type": "string"}},
+                         "required": ["file_path", "old_string", "new_string"]})
+WRITE = Tool("Write", "", {"type": "object", "properties": {"file_path": {"type": "string"}, "content": {"type": "string"}},
+                           "required": ["file_path", "content"]})
+EXEC = Tool("exec_command", "", {"type": "object", "properties": {"cmd": {"type": "string"}, "workdir": {"type": "string"}},
+                                 "required": ["cmd"]})
+
+CALC = "import os\n\ndef add(a, b):\n    return a - b\n\ndef sub(a, b):\n    return a - b\n"
+NUMBERED = "".join(f"{n:>6}\t{line}\n" for n, line in enumerate(CALC.splitlines(), 1))
+
+
+def read_turns(result: str = NUMBERED, args: str = '{"file_path": "calc.py"}', tool: str = "Read") -> list[Message]:
+    return [Message("user", "In calc.py add() subtracts. Fix it."),
+            Message("assistant", "", (ToolCall("t1", tool, args),)),
+            Message("tool", result, tool_call_id="t1")]
+
+
+def edit_of(answer: str, tools: list[Tool], turns: list[Message]) -> tuple[str, list[tuple[str, dict]]]:
+    shown, calls = read_calls(answer, tools, shell_blocks=False, workspace=workspace(turns))
+    return shown, [(c.name, json.loads(c.arguments)) for c in calls]
+
+
+FIX = "To fix it, change the operator:\n\n```python\ndef add(a, b):\n    return a + b  # was a - b\n```\n\nSave the file."
+
+
+def test_a_file_read_is_known_without_its_line_numbers_and_as_later_calls_changed_it():
+    assert shown_files(read_turns())["calc.py"].content == CALC
+    turns = read_turns() + [
+        Message("assistant", "", (ToolCall("t2", "Edit", json.dumps({"file_path": "calc.py", "old_string": "import os\n",
+                                                                     "new_string": ""})),)),
+        Message("tool", "The file calc.py has been updated.", tool_call_id="t2")]
+    assert shown_files(turns)["calc.py"].content == CALC.replace("import os\n", "")
+    # a shell command that touched it: its content is no longer known
+    turns += [Message("assistant", "", (ToolCall("t3", "exec_command", '{"cmd": "sed -i s/a/b/ calc.py"}'),)),
+              Message("tool", "", tool_call_id="t3")]
+    assert "calc.py" not in shown_files(turns)
+    # a failed read shows nothing; `cat FILE` shows the file
+    assert shown_files(read_turns("[error] File does not exist.")) == {}
+    assert shown_files(read_turns(CALC, '{"cmd": "cat calc.py"}', "exec_command"))["calc.py"].content == CALC
+
+
+def test_a_block_revising_a_file_read_earlier_is_an_edit_of_the_changed_lines():
+    shown, calls = edit_of(FIX, [READ, EDIT, WRITE], read_turns())
+    assert shown == "To fix it, change the operator:"
+    # "    return a - b" is in the file twice (add and sub): the old text takes in a line more, to be unique
+    assert calls == [("Edit", {"file_path": "calc.py", "old_string": "def add(a, b):\n    return a - b",
+                               "new_string": "def add(a, b):\n    return a + b  # was a - b"})]
+    after = CALC.replace(calls[0][1]["old_string"], calls[0][1]["new_string"])
+    assert "return a + b" in after and after.count("return a - b") == 1 and after.startswith("import os")
+
+
+def test_without_a_replacement_tool_the_whole_file_is_written_by_the_write_or_shell_tool(tmp_path):
+    _, calls = edit_of(FIX, [READ, WRITE], read_turns())
+    assert calls == [("Write", {"file_path": "calc.py", "content": CALC.replace("a - b\n\ndef sub", "a + b  # was a - b\n\ndef sub")})]
+    # Codex: only a shell tool; the file was shown by `cat`. The command, run, leaves the fixed file.
+    _, calls = edit_of(FIX, [EXEC], read_turns(CALC, '{"cmd": "cat calc.py"}', "exec_command"))
+    (name, args), = calls
+    assert name == "exec_command"
+    (tmp_path / "calc.py").write_text(CALC)
+    subprocess.run(["bash", "-c", args["cmd"]], cwd=tmp_path, check=True)
+    assert (tmp_path / "calc.py").read_text() == CALC.replace("a - b\n\ndef sub", "a + b  # was a - b\n\ndef sub")
+    assert shlex.split(args["cmd"].split("\n")[0])[:3] == ["cat", ">", "calc.py"]
+
+
+@pytest.mark.parametrize("answer", [
+    "It reads:\n```python\ndef add(a, b):\n    return a - b\n```",  # the file as it is: a quote
+    "Like this:\n```python\ndef add(a, b):\n    # ... the rest as before\n    return a + b\n```",  # it elides lines
+    "For example:\n```python\nprint(add(2, 3))\nx = add(1, 1)\n```",  # code of its own
+    "Then the functions are:\n```python\ndef add(a, b):\n    return a - b\n\ndef mul(a, b):\n    return a * b\n```",
+    "Run:\n```bash\nsed -i 's/a - b/a + b/' calc.py\n```",  # a shell block is not an edit block
+])
+def test_a_block_that_is_no_revision_of_a_shown_file_stays_text(answer):
+    assert edit_of(answer, [READ, EDIT, WRITE], read_turns()) == (answer, [])
+
+
+def test_a_usage_example_after_the_code_is_not_written_into_the_file():
+    answer = "Fixed:\n```python\ndef add(a, b):\n    return a + b\n\n# Example usage:\nprint(add(3, 5))\n```"
+    _, calls = edit_of(answer, [READ, EDIT], read_turns())
+    assert calls == [("Edit", {"file_path": "calc.py", "old_string": "def add(a, b):\n    return a - b",
+                               "new_string": "def add(a, b):\n    return a + b"})]
+
+
+def test_a_change_proposed_for_a_file_not_read_yet_becomes_a_read_of_it():
+    ask = [Message("user", "In calc.py add() subtracts. Fix it.")]
+    assert edit_of(FIX, [EDIT, READ, WRITE], ask) == ("To fix it, change the operator:", [("Read", {"file_path": "calc.py"})])
+    assert edit_of(FIX, [EXEC], ask)[1] == [("exec_command", {"cmd": "cat calc.py"})]  # no read tool: the shell's cat
+    # not: a block in another language than the file's, two files named, none, or no way to read one
+    assert edit_of(FIX.replace("python", "js"), [READ, EDIT], ask) == (FIX.replace("python", "js"), [])
+    assert edit_of(FIX, [READ, EDIT], [Message("user", "Fix add() in calc.py and ops.py.")]) == (FIX, [])
+    assert edit_of(FIX, [READ, EDIT], [Message("user", "Write a function add.")]) == (FIX, [])
+    assert edit_of(FIX, [EDIT, WRITE], ask) == (FIX, [])
+
+
+def test_no_file_shown_means_no_edit_and_a_part_of_a_file_is_never_written_whole():
+    assert edit_of(FIX, [READ, EDIT, WRITE], [Message("user", "Fix add().")]) == (FIX, [])
+    part = read_turns(NUMBERED, '{"file_path": "calc.py", "offset": 3, "limit": 2}')
+    assert edit_of(FIX, [READ, WRITE], part) == (FIX, [])  # Write would lose the lines not shown
+    assert edit_of(FIX, [READ, EDIT], part)[1][0][0] == "Edit"  # a replacement of what was shown is safe
+
+
+def test_an_edit_block_streamed_a_character_at_a_time_is_read_the_same():
+    reader = CallReader([READ, EDIT], shell_blocks=False, workspace=Workspace(shown_files(read_turns())))
+    streamed = "".join(reader.feed(ch) for ch in FIX)
+    rest, calls = reader.finish()
+    assert streamed + rest == "To fix it, change the operator:"
+    assert [c.name for c in calls] == ["Edit"]
+
+
+def test_the_answer_policy_reads_a_local_answer_with_the_requests_files():
+    """Wiring: the files come from the request the local answer is for (the model's text is scripted)."""
+    import asyncio
+
+    from edge_ai.policy import AnswerPolicy
+    from edge_ai.request import CacheControl, Final, Request
+
+    class Scripted:  # an engine task whose answer is the text of the fixed function
+        async def stream(self):
+            yield FIX
+            yield Final(FIX, "stop", 10, 20)
+
+    req = Request(model="local", kind="chat", messages=tuple(read_turns()) + (Message("user", "Go on."),), tools=(READ, EDIT),
+                  cache=CacheControl(read=False, write=False))
+
+    async def answer():
+        policy = AnswerPolicy(cache=None, models=None, default_max_tokens=64)  # type: ignore[arg-type]
+        return [e async for e in policy._local(req, Scripted(), None)]  # type: ignore[arg-type]
+
+    *text, final = asyncio.run(answer())
+    assert "".join(text) == "To fix it, change the operator:"
+    assert final.finish_reason == "tool_calls" and [c.name for c in final.tool_calls] == ["Edit"]
