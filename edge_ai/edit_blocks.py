@@ -16,10 +16,10 @@ an edit, since applying it would delete what it left out. The edit goes out as, 
 - its whole-file write tool (`Write`: path, content), when the file was shown whole;
 - its shell tool (Codex's `exec_command`), as a here-document that writes the file, when shown whole.
 
-A block of code in the language of a file the latest request names but no result has shown yet ("fix add()
-in calc.py" answered with "change it to: ```python def add…```") is a change proposed blind: it becomes a
-call that reads that file (the agent's read tool, or `cat`), so that the model, shown the file, can make the
-change as an edit.
+An answer with no call to a request that names a file nothing has read yet ("fix add() in calc.py" answered
+with "change it to: ```python def add…```"; "the code word in inventory.txt" answered with a guess) was
+written blind: it is followed by a call that reads that file (the agent's read tool, or `cat`), so that the
+model, shown the file, can answer from it or make the change as an edit (see Workspace.read_first).
 """
 
 from __future__ import annotations
@@ -49,10 +49,9 @@ _COMMENT = re.compile(r"^\s*(?:#|//|/\*|\*|--)")
 _TRAILING_COMMENT = re.compile(r"\s+(?:#|//).*$")
 _DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", re.I)  # "# Example usage:"
 # a file's name in a request: "calc.py", "src/app.test.js" (a word with a dot and a short extension)
-_FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{0,4})(?![\w/-])")
-_LANGUAGES = {"python": ".py", "py": ".py", "javascript": ".js", "js": ".js", "typescript": ".ts", "ts": ".ts",
-              "go": ".go", "rust": ".rs", "java": ".java", "ruby": ".rb", "c": ".c", "cpp": ".cpp", "c++": ".cpp",
-              "php": ".php", "html": ".html", "css": ".css", "yaml": ".yaml", "toml": ".toml", "sql": ".sql"}
+_FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{1,4})(?![\w/-])")
+# Codex's exec_command result: "Chunk ID: 4a5160\nWall time: 0.0000 seconds\nProcess exited with code 0\n…Output:\n"
+_SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
 _NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "text", "diff", "patch", "output"})
 
 
@@ -63,11 +62,49 @@ class ShownFile:
 
 
 def shown_files(messages: Sequence[Message]) -> dict[str, ShownFile]:
-    """Each file the conversation has shown, as it is after the later calls that changed it: a read call's
-    result (its line numbers taken off), edited by later string replacements and writes; a file a shell
-    command touched after it was shown is dropped (its content is no longer known)."""
+    return workspace(messages).shown
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the conversation tells of the user's files. `shown`: each file a result has shown, as it is after
+    the later calls that changed it (a read's result, its line numbers taken off, or `cat FILE`'s output;
+    edited by later string replacements and writes; dropped when a shell command touched it later, its
+    content no longer known). `unread`: the files the request names that no call has read or used."""
+    shown: dict[str, ShownFile] = field(default_factory=dict)
+    unread: tuple[str, ...] = ()
+
+    def read_first(self, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+        """An answer with no call, to a request naming one file nothing has read: the call that reads it
+        (the agent's read tool, else `cat` through its shell tool). A model that has not seen a file
+        guesses what it says (Claude Code's "the code word in inventory.txt": `"inventory_code"`) or
+        proposes a change to code it has not seen; shown the file, it can answer or edit. Once tried, never
+        again for that file, so a file that is not there costs one turn."""
+        if len(self.unread) != 1:
+            return None
+        path = self.unread[0]
+        readers = [t for t in tools if _reads(t)]
+        reader = next((t for t in readers if "read" in t.name.lower()), readers[0] if readers else None)
+        if reader is not None:
+            key = next(k for k in _PATH_KEYS if k in _props(reader))
+            return ToolCall(new_id(), reader.name, json.dumps({key: path}, ensure_ascii=False))
+        from edge_ai.tool_calls import shell_tool  # tool_calls reads answers with this module
+
+        shell = shell_tool(tools)
+        if shell is None:
+            return None
+        command = f"cat {shlex.quote(path)}"
+        value: Any = ["bash", "-lc", command] if shell.argv else command
+        return ToolCall(new_id(), shell.name, json.dumps({shell.param: value}, ensure_ascii=False))
+
+
+def workspace(messages: Sequence[Message]) -> Workspace:
+    from edge_ai.tool_calls import HARNESS_NOTE  # tool_calls reads answers with this module
+
     results = {m.tool_call_id: m.content for m in messages if m.role == "tool"}
     files: dict[str, ShownFile] = {}
+    tried: set[str] = set()  # files a read was tried on, whatever came of it
+    used: list[str] = []  # the arguments of calls that worked
     for m in messages:
         for call in m.tool_calls:
             args = _args(call.arguments)
@@ -80,6 +117,9 @@ def shown_files(messages: Sequence[Message]) -> dict[str, ShownFile]:
             content = next((args[k] for k in _CONTENT_KEYS if isinstance(args.get(k), str)), None)
             command = next((args[k] for k in ("command", "cmd") if k in args), None)
             ok = result is not None and not result.startswith(FAILED)
+            output = _output(result) if command is not None and result is not None else None
+            if ok and (command is None or output is not None):
+                used.append(call.arguments)
             if path is not None and old is not None and new is not None:  # a string replacement
                 if ok and path in files and files[path].content.count(old) == 1:
                     files[path] = ShownFile(files[path].content.replace(old, new), files[path].whole)
@@ -89,64 +129,31 @@ def shown_files(messages: Sequence[Message]) -> dict[str, ShownFile]:
                 if ok:
                     files[path] = ShownFile(content, True)
             elif path is not None and set(args) - set(_PATH_KEYS) <= _READ_EXTRA:  # a read
+                tried.add(path)
                 if ok:
-                    files[path] = ShownFile(_unnumbered(result), not set(args) & _READ_EXTRA)
+                    files[path] = ShownFile(_unnumbered(result or ""), not set(args) & _READ_EXTRA)
             elif command is not None:
                 words = _words(command)
                 if words and len(words) == 2 and words[0] == "cat":  # `cat FILE`
-                    if ok:
-                        files[words[1]] = ShownFile(result, True)
+                    tried.add(words[1])
+                    if output is not None:
+                        files[words[1]] = ShownFile(output, True)
                 else:
                     text = " ".join(words) if words else str(command)
                     for known in [p for p in files if p in text]:
                         del files[known]
-    return files
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """What the conversation tells of the user's files: those results have shown, and those the latest
-    request names."""
-    shown: dict[str, ShownFile] = field(default_factory=dict)
-    named: tuple[str, ...] = ()
-
-
-def workspace(messages: Sequence[Message]) -> Workspace:
-    from edge_ai.tool_calls import HARNESS_NOTE  # tool_calls reads code blocks with this module
-
-    named: tuple[str, ...] = ()
-    if messages and messages[-1].role == "user":  # a request being answered, not results
-        asked = HARNESS_NOTE.sub("", messages[-1].content)  # Claude Code's notes name files of their own
-        named = tuple(dict.fromkeys(m.group(1) for m in _FILE_NAME.finditer(asked)))
-    return Workspace(shown_files(messages), named)
+    unread: tuple[str, ...] = ()
+    asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    if asked:
+        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(HARNESS_NOTE.sub("", asked)))
+        known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
+        unread = tuple(n for n in names if n.rsplit("/", 1)[-1] not in known and not any(n in u for u in used))
+    return Workspace(files, unread)
 
 
 def block_call(fence: str, body: str, ws: Workspace, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
-    """The call a code block in an answer stands for (an edit, or the read an edit needs first), or None."""
-    return edit_call(fence, body, ws.shown, tools, new_id) or _read_first(fence, ws, tools, new_id)
-
-
-def _read_first(fence: str, ws: Workspace, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
-    """The call that reads the one file the request names in the block's language, when not shown yet."""
-    ext = _LANGUAGES.get(fence.lower())
-    wanted = [p for p in ws.named if ext and p.lower().endswith(ext)]
-    seen = {p.rsplit("/", 1)[-1] for p in ws.shown}
-    if len(wanted) != 1 or wanted[0].rsplit("/", 1)[-1] in seen:
-        return None
-    path = wanted[0]
-    readers = [t for t in tools if _reads(t)]
-    reader = next((t for t in readers if "read" in t.name.lower()), readers[0] if readers else None)
-    if reader is not None:
-        key = next(k for k in _PATH_KEYS if k in _props(reader))
-        return ToolCall(new_id(), reader.name, json.dumps({key: path}, ensure_ascii=False))
-    from edge_ai.tool_calls import shell_tool
-
-    shell = shell_tool(tools)
-    if shell is None:
-        return None
-    command = f"cat {shlex.quote(path)}"
-    value: Any = ["bash", "-lc", command] if shell.argv else command
-    return ToolCall(new_id(), shell.name, json.dumps({shell.param: value}, ensure_ascii=False))
+    """The call a code block in an answer stands for (an edit of a shown file), or None."""
+    return edit_call(fence, body, ws.shown, tools, new_id)
 
 
 def _reads(tool: Tool) -> bool:
@@ -155,6 +162,17 @@ def _reads(tool: Tool) -> bool:
     path = next((k for k in _PATH_KEYS if k in props), None)
     writes = set(props) & {*_OLD_KEYS, *_NEW_KEYS, *_CONTENT_KEYS, "command", "cmd", "pattern"}
     return path is not None and not writes and set(tool.parameters.get("required") or ()) <= {path}
+
+
+def _output(result: str) -> str | None:
+    """A shell command's output, or None when it failed. Codex wraps it: "Chunk ID: …\nProcess exited
+    with code 0\n…\nOutput:\n<output>"."""
+    if result.startswith(FAILED):
+        return None
+    head = _SHELL_HEAD.match(result)
+    if head is None:
+        return None if re.match(r"^\S+: .*: No such file or directory", result) else result
+    return result[head.end():] if head.group(1) == "0" else None
 
 
 def edit_call(fence: str, body: str, files: dict[str, ShownFile], tools: Sequence[Tool], new_id: Any) -> ToolCall | None:

@@ -323,12 +323,14 @@ class CallReader:
             self.scanned = span.end  # complete and not a call: it is text
 
     def finish(self) -> tuple[str, list[ToolCall]]:
-        """(the text not yet shown, the calls). Text after the first call is not part of the answer."""
+        """(the text not yet shown, the calls). Text after the first call is not part of the answer. An
+        answer with no call, written without a file the request names, is followed by a read of it."""
         if not self.calling:
             while True:
                 span = self._next_span(final=True)
                 if span is None:
-                    return self._show(len(self.text)), []
+                    read = self.workspace.read_first(self.tools, new_call_id)
+                    return self._show(len(self.text)), [read] if read is not None else []
                 if span.calls:
                     rest = self._show(span.start).rstrip()
                     self.calls += span.calls

@@ -98,19 +98,44 @@ def test_a_usage_example_after_the_code_is_not_written_into_the_file():
                                "new_string": "def add(a, b):\n    return a + b"})]
 
 
-def test_a_change_proposed_for_a_file_not_read_yet_becomes_a_read_of_it():
-    ask = [Message("user", "In calc.py add() subtracts. Fix it.")]
-    assert edit_of(FIX, [EDIT, READ, WRITE], ask) == ("To fix it, change the operator:", [("Read", {"file_path": "calc.py"})])
+def test_an_answer_written_without_the_file_the_request_names_is_followed_by_a_read_of_it():
+    ask = [Message("user", "<system-reminder>See CLAUDE.md</system-reminder>In calc.py add() subtracts. Fix it.")]
+    assert edit_of(FIX, [EDIT, READ, WRITE], ask) == (FIX, [("Read", {"file_path": "calc.py"})])
+    guess = [Message("user", "What is the code word written in inventory.txt?")]
+    assert edit_of('"inventory_code"', [READ], guess) == ('"inventory_code"', [("Read", {"file_path": "inventory.txt"})])
     assert edit_of(FIX, [EXEC], ask)[1] == [("exec_command", {"cmd": "cat calc.py"})]  # no read tool: the shell's cat
-    # not: a block in another language than the file's, two files named, none, or no way to read one
-    assert edit_of(FIX.replace("python", "js"), [READ, EDIT], ask) == (FIX.replace("python", "js"), [])
+    # not: two files named, none, no way to read one, or an answer that is a call already
     assert edit_of(FIX, [READ, EDIT], [Message("user", "Fix add() in calc.py and ops.py.")]) == (FIX, [])
-    assert edit_of(FIX, [READ, EDIT], [Message("user", "Write a function add.")]) == (FIX, [])
+    assert edit_of(FIX, [READ, EDIT], [Message("user", "Write a function add, e.g. in Python.")]) == (FIX, [])
     assert edit_of(FIX, [EDIT, WRITE], ask) == (FIX, [])
+    call = '{"name": "Edit", "arguments": {"file_path": "calc.py", "old_string": "-", "new_string": "+"}}'
+    assert edit_of(call, [READ, EDIT], ask)[1][0][0] == "Edit"
+
+
+def test_a_file_is_read_first_once_and_not_after_a_call_that_used_it():
+    ask = Message("user", "Create greet.py that prints hello.")
+    tried = [ask, Message("assistant", "", (ToolCall("t1", "Read", '{"file_path": "greet.py"}'),)),
+             Message("tool", "[error] File does not exist.", tool_call_id="t1")]
+    assert workspace(tried).unread == ()  # tried and failed: not again (no loop on a file that is not there)
+    failed_edit = [Message("user", "Fix calc.py."),
+                   Message("assistant", "", (ToolCall("t1", "Edit", '{"file_path": "calc.py", "old_string": "-", "new_string": "+"}'),)),
+                   Message("tool", "[error] File has not been read yet. Read it first.", tool_call_id="t1")]
+    assert workspace(failed_edit).unread == ("calc.py",)  # a call that failed did not use it
+    grep = [Message("user", "Find the code word in inventory.txt."),
+            Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "grep code inventory.txt"}'),)),
+            Message("tool", "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code 0\nOutput:\ncode word: X\n", tool_call_id="t1")]
+    assert workspace(grep).unread == ()
+    # Codex's `cat` output is the file without its header; a command that failed shows nothing
+    cat = [grep[0], Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "cat inventory.txt"}'),)),
+           Message("tool", "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code 0\nOriginal token count: 3\n"
+                           "Output:\ncode word: X\n", tool_call_id="t1")]
+    assert workspace(cat).shown["inventory.txt"].content == "code word: X\n"
+    missing = [cat[0], cat[1], Message("tool", cat[2].content.replace("code 0", "code 1"), tool_call_id="t1")]
+    assert workspace(missing).shown == {} and workspace(missing).unread == ()
 
 
 def test_no_file_shown_means_no_edit_and_a_part_of_a_file_is_never_written_whole():
-    assert edit_of(FIX, [READ, EDIT, WRITE], [Message("user", "Fix add().")]) == (FIX, [])
+    assert edit_of(FIX, [READ, EDIT, WRITE], [Message("user", "Fix add().")]) == (FIX, [])  # and none named
     part = read_turns(NUMBERED, '{"file_path": "calc.py", "offset": 3, "limit": 2}')
     assert edit_of(FIX, [READ, WRITE], part) == (FIX, [])  # Write would lose the lines not shown
     assert edit_of(FIX, [READ, EDIT], part)[1][0][0] == "Edit"  # a replacement of what was shown is safe
