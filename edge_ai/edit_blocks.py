@@ -18,8 +18,9 @@ an edit, since applying it would delete what it left out. The edit goes out as, 
 
 An answer with no call to a request that names a file nothing has read yet ("fix add() in calc.py" answered
 with "change it to: ```python def add…```"; "the code word in inventory.txt" answered with a guess) was
-written blind: it is followed by a call that reads that file (the agent's read tool, or `cat`), so that the
-model, shown the file, can answer from it or make the change as an edit (see Workspace.read_first).
+written blind: it is replaced by a call that reads that file (the agent's read tool, or `cat`), so that the
+model, shown the file, answers from it or makes the change as an edit (see Workspace.read_first). The blind
+text is dropped, not kept beside the call: in the history it taught the model to answer and call at once.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ _DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", r
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{1,4})(?![\w/-])")
 # Codex's exec_command result: "Chunk ID: 4a5160\nWall time: 0.0000 seconds\nProcess exited with code 0\n…Output:\n"
 _SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
+# a result that reports a failure the client did not mark ("unable to process image: …")
+_FAILURE = re.compile(r"(?:error\b|unable to|cannot |no such file)", re.I)
+_TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
+_TEXT_TOOL = re.compile(r"read|grep|search", re.I)  # tools that show a file's text, or lines of it
 _NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "text", "diff", "patch", "output"})
 
 
@@ -75,7 +80,7 @@ class Workspace:
     unread: tuple[str, ...] = ()
 
     def read_first(self, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
-        """An answer with no call, to a request naming one file nothing has read: the call that reads it
+        """An answer with no call, to a request naming one file nothing has read: the call that replaces it, reading it
         (the agent's read tool, else `cat` through its shell tool). A model that has not seen a file
         guesses what it says (Claude Code's "the code word in inventory.txt": `"inventory_code"`) or
         proposes a change to code it has not seen; shown the file, it can answer or edit. Once tried, never
@@ -83,8 +88,7 @@ class Workspace:
         if len(self.unread) != 1:
             return None
         path = self.unread[0]
-        readers = [t for t in tools if _reads(t)]
-        reader = next((t for t in readers if "read" in t.name.lower()), readers[0] if readers else None)
+        reader = next((t for t in tools if _reads(t)), None)
         if reader is not None:
             key = next(k for k in _PATH_KEYS if k in _props(reader))
             return ToolCall(new_id(), reader.name, json.dumps({key: path}, ensure_ascii=False))
@@ -99,12 +103,12 @@ class Workspace:
 
 
 def workspace(messages: Sequence[Message]) -> Workspace:
-    from edge_ai.tool_calls import HARNESS_NOTE  # tool_calls reads answers with this module
+    from edge_ai.tool_calls import NOT_ASKED  # tool_calls reads answers with this module
 
     results = {m.tool_call_id: m.content for m in messages if m.role == "tool"}
     files: dict[str, ShownFile] = {}
     tried: set[str] = set()  # files a read was tried on, whatever came of it
-    used: list[str] = []  # the arguments of calls that worked
+    used: list[str] = []  # the arguments of calls that worked and showed text (a search, `grep`, `head`)
     for m in messages:
         for call in m.tool_calls:
             args = _args(call.arguments)
@@ -116,9 +120,10 @@ def workspace(messages: Sequence[Message]) -> Workspace:
             new = next((args[k] for k in _NEW_KEYS if isinstance(args.get(k), str)), None)
             content = next((args[k] for k in _CONTENT_KEYS if isinstance(args.get(k), str)), None)
             command = next((args[k] for k in ("command", "cmd") if k in args), None)
-            ok = result is not None and not result.startswith(FAILED)
+            ok = result is not None and not failed(result)
             output = _output(result) if command is not None and result is not None else None
-            if ok and (command is None or output is not None):
+            words = _words(command) if command is not None else None
+            if ok and (output is not None and words and words[0] in _TEXT_COMMANDS or command is None and _TEXT_TOOL.search(call.name)):
                 used.append(call.arguments)
             if path is not None and old is not None and new is not None:  # a string replacement
                 if ok and path in files and files[path].content.count(old) == 1:
@@ -128,12 +133,12 @@ def workspace(messages: Sequence[Message]) -> Workspace:
             elif path is not None and content is not None:  # a whole-file write
                 if ok:
                     files[path] = ShownFile(content, True)
-            elif path is not None and set(args) - set(_PATH_KEYS) <= _READ_EXTRA:  # a read
-                tried.add(path)
+            elif path is not None and set(args) - set(_PATH_KEYS) <= _READ_EXTRA:  # a read, or another look at a file
+                if "read" in call.name.lower():
+                    tried.add(path)
                 if ok:
                     files[path] = ShownFile(_unnumbered(result or ""), not set(args) & _READ_EXTRA)
             elif command is not None:
-                words = _words(command)
                 if words and len(words) == 2 and words[0] == "cat":  # `cat FILE`
                     tried.add(words[1])
                     if output is not None:
@@ -145,7 +150,7 @@ def workspace(messages: Sequence[Message]) -> Workspace:
     unread: tuple[str, ...] = ()
     asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
     if asked:
-        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(HARNESS_NOTE.sub("", asked)))
+        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(NOT_ASKED.sub("", asked)))
         known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
         unread = tuple(n for n in names if n.rsplit("/", 1)[-1] not in known and not any(n in u for u in used))
     return Workspace(files, unread)
@@ -157,11 +162,33 @@ def block_call(fence: str, body: str, ws: Workspace, tools: Sequence[Tool], new_
 
 
 def _reads(tool: Tool) -> bool:
-    """A tool that takes a file's path and nothing else it requires, and writes nothing: a read tool."""
+    """A read tool: "read" in its name, a file's path its only required parameter, nothing to write
+    (Claude Code's Read; not Codex's view_image, which takes a path too and fails on text)."""
     props = _props(tool)
+    if "read" not in tool.name.lower():
+        return False
     path = next((k for k in _PATH_KEYS if k in props), None)
     writes = set(props) & {*_OLD_KEYS, *_NEW_KEYS, *_CONTENT_KEYS, "command", "cmd", "pattern"}
     return path is not None and not writes and set(tool.parameters.get("required") or ()) <= {path}
+
+
+def failed(result: str) -> bool:
+    """A result that says its call failed: marked so by the client (Anthropic's is_error), a shell command
+    that exited non-zero (Codex's header), or one that says so ("unable to process image: …")."""
+    if result.startswith(FAILED) or _FAILURE.match(result.strip()):
+        return True
+    head = _SHELL_HEAD.match(result)
+    return head is not None and head.group(1) != "0"
+
+
+def last_results_failed(messages: Sequence[Message]) -> bool:
+    """The conversation ends in results of which one failed."""
+    results = []
+    for m in reversed(messages):
+        if m.role != "tool":
+            break
+        results.append(m.content)
+    return any(failed(r) for r in results)
 
 
 def _output(result: str) -> str | None:

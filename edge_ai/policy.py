@@ -15,7 +15,7 @@ from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
 from edge_ai.local_models import LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
-from edge_ai.edit_blocks import workspace
+from edge_ai.edit_blocks import last_results_failed, workspace
 from edge_ai.tool_calls import new_call_id, read_stream
 
 log = logging.getLogger("edge_ai.policy")
@@ -68,8 +68,11 @@ class AnswerPolicy:
         tool = req.constraint is not None and req.constraint.kind == "tool"
         events = task.stream()
         if req.tools and not tool:  # the model may call an offered tool: its calls are read out of its text
+            # A shell block answering results reports what was run, unless a call failed: then it is the
+            # next attempt (Codex's `cat greet.py` found no file; the model offered `echo … > greet.py`).
             answering_results = bool(req.messages) and req.messages[-1].role == "tool"
-            events = read_stream(events, req.tools, shell_blocks=not answering_results, workspace=workspace(req.messages))
+            shell_blocks = not answering_results or last_results_failed(req.messages)
+            events = read_stream(events, req.tools, shell_blocks=shell_blocks, workspace=workspace(req.messages))
         async for event in events:
             if tool:  # the call's JSON is not answer text: it goes out whole, as a tool call, at the end
                 if not isinstance(event, Final):

@@ -79,7 +79,7 @@ def _request_before(messages: Sequence[Message], last: int, limit: int = RESTATE
     """The latest user turn before `last`, less an agent harness's notes, cut to `limit` characters."""
     for m in reversed(messages[:last]):
         if m.role == "user":
-            text = HARNESS_NOTE.sub("", m.content).strip()
+            text = NOT_ASKED.sub("", m.content).strip()
             return text if len(text) <= limit else text[:limit] + "…"
     return ""
 
@@ -141,12 +141,24 @@ def compact_request(req: Request) -> Request:
         system = "\n\n".join([system[:cut].rstrip(), *(p.strip() for p in facts)])
     turns = tuple(replace(m, content=HARNESS_NOTE.sub("", m.content) or m.content) if m.role == "user" else m
                   for m in req.messages)
-    return replace(req, tools=compact_tools(req.tools), system=system, messages=turns)
+    asked = " ".join(m.content for m in turns if m.role == "user")
+    tools = tuple(t for t in req.tools if not _ON_REQUEST_ONLY.search(t.description) or t.name in asked)
+    return replace(req, tools=compact_tools(tools), system=system, messages=turns)
+
+
+# A tool the agent says to use only on the user's explicit request, or only in a mode of its own (Codex's
+# create_goal: "Create a goal only when explicitly requested by the user…"; request_user_input: "only
+# available in Plan mode"): the 1.5B called create_goal for "Create a file greet.py" and request_user_input
+# to ask what to add. Left out of the compact form unless the conversation names it.
+_ON_REQUEST_ONLY = re.compile(r"\bonly when explicitly requested\b|\bonly available in \w+ mode\b", re.I)
 
 
 # Notes an agent's harness puts into user turns (Claude Code: the date, reminders, skills; ~10 KB): the
 # 1.5B coder, seeing a user turn open with one, answered by writing it out again in 4 of 6 turns tried.
 HARNESS_NOTE = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)
+# What a user turn carries that the user did not ask: those notes, and Codex's <environment_context> (its
+# working directory, shell, date). Restated as "the request", the 1.5B answered by writing it out.
+NOT_ASKED = re.compile(r"<(system-reminder|environment_context)>.*?</\1>\s*", re.DOTALL)
 
 # A paragraph of an agent's system prompt that says where it works.
 _WHERE = re.compile(r"working directory|\bcwd\b|<env>|environment_context", re.IGNORECASE)
@@ -239,8 +251,9 @@ _DECODER = json.JSONDecoder()
 # reading them as calls: 6 -> 4). An agent's user
 # who gets a command to run wanted it run; so a shell block that follows at most a short lead-in is read
 # as a call of that tool. A longer answer (an explanation with a command in it) stays text, and so does an
-# answer to tool results: there the model reports what was done and quotes the command (the eval's
-# "greet.py was created" turn became a second `echo > greet.py`).
+# answer to tool results that worked: there the model reports what was done and quotes the command (the
+# eval's "greet.py was created" turn became a second `echo > greet.py`); after a failed call, it is the next
+# attempt (policy.py decides which).
 SHELL_FENCES = frozenset({"bash", "sh", "shell", "console", "zsh"})
 SHELL_LEAD_CHARS = 240  # text before the block, at most: "To list the files in src/, run:"
 SHELL_MAX_LINES = 8
@@ -297,6 +310,9 @@ class CallReader:
         self.tools = tools
         self.shell = shell_tool(tools) if shell_blocks else None
         self.workspace = workspace or Workspace()  # the files a code block may stand for a call on
+        # the read an answer with no call is replaced by (see Workspace.read_first): such an answer is held
+        # back whole, as it is not shown unless it calls a tool
+        self.blind_read = self.workspace.read_first(tools, new_call_id)
         self.text = ""
         self.shown = 0  # text[:shown] has been returned as text
         self.scanned = 0  # no call starts before this offset (from `shown` on)
@@ -306,7 +322,7 @@ class CallReader:
 
     def feed(self, delta: str) -> str:
         self.text += delta
-        if self.calling:
+        if self.calling or self.blind_read is not None:
             return ""
         while True:
             span = self._next_span(final=False)
@@ -324,13 +340,15 @@ class CallReader:
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """(the text not yet shown, the calls). Text after the first call is not part of the answer. An
-        answer with no call, written without a file the request names, is followed by a read of it."""
+        answer with no call, written without the file the request names, is replaced by a read of it."""
         if not self.calling:
             while True:
                 span = self._next_span(final=True)
                 if span is None:
-                    read = self.workspace.read_first(self.tools, new_call_id)
-                    return self._show(len(self.text)), [read] if read is not None else []
+                    if self.blind_read is not None:
+                        self.shown = len(self.text)
+                        return "", [self.blind_read]
+                    return self._show(len(self.text)), []
                 if span.calls:
                     rest = self._show(span.start).rstrip()
                     self.calls += span.calls

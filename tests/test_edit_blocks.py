@@ -98,12 +98,18 @@ def test_a_usage_example_after_the_code_is_not_written_into_the_file():
                                "new_string": "def add(a, b):\n    return a + b"})]
 
 
-def test_an_answer_written_without_the_file_the_request_names_is_followed_by_a_read_of_it():
+def test_an_answer_written_without_the_file_the_request_names_is_replaced_by_a_read_of_it():
     ask = [Message("user", "<system-reminder>See CLAUDE.md</system-reminder>In calc.py add() subtracts. Fix it.")]
-    assert edit_of(FIX, [EDIT, READ, WRITE], ask) == (FIX, [("Read", {"file_path": "calc.py"})])
+    assert edit_of(FIX, [EDIT, READ, WRITE], ask) == ("", [("Read", {"file_path": "calc.py"})])
     guess = [Message("user", "What is the code word written in inventory.txt?")]
-    assert edit_of('"inventory_code"', [READ], guess) == ('"inventory_code"', [("Read", {"file_path": "inventory.txt"})])
-    assert edit_of(FIX, [EXEC], ask)[1] == [("exec_command", {"cmd": "cat calc.py"})]  # no read tool: the shell's cat
+    assert edit_of('"inventory_code"', [READ], guess) == ("", [("Read", {"file_path": "inventory.txt"})])
+    # streamed: nothing of the blind answer is shown
+    reader = CallReader([READ], workspace=workspace(guess))
+    assert "".join(reader.feed(ch) for ch in '"inventory_code"') == ""
+    assert [c.name for c in reader.finish()[1]] == ["Read"]
+    # Codex: no read tool (view_image takes a path, and fails on text), so the shell's cat
+    view = Tool("view_image", "", {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]})
+    assert edit_of(FIX, [view, EXEC], ask)[1] == [("exec_command", {"cmd": "cat calc.py"})]
     # not: two files named, none, no way to read one, or an answer that is a call already
     assert edit_of(FIX, [READ, EDIT], [Message("user", "Fix add() in calc.py and ops.py.")]) == (FIX, [])
     assert edit_of(FIX, [READ, EDIT], [Message("user", "Write a function add, e.g. in Python.")]) == (FIX, [])
@@ -117,6 +123,10 @@ def test_a_file_is_read_first_once_and_not_after_a_call_that_used_it():
     tried = [ask, Message("assistant", "", (ToolCall("t1", "Read", '{"file_path": "greet.py"}'),)),
              Message("tool", "[error] File does not exist.", tool_call_id="t1")]
     assert workspace(tried).unread == ()  # tried and failed: not again (no loop on a file that is not there)
+    ran = [Message("user", "Fix calc.py."),
+           Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "python calc.py"}'),)),
+           Message("tool", "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code 0\nOutput:\n", tool_call_id="t1")]
+    assert workspace(ran).unread == ("calc.py",)  # running a file does not show it
     failed_edit = [Message("user", "Fix calc.py."),
                    Message("assistant", "", (ToolCall("t1", "Edit", '{"file_path": "calc.py", "old_string": "-", "new_string": "+"}'),)),
                    Message("tool", "[error] File has not been read yet. Read it first.", tool_call_id="t1")]
@@ -171,3 +181,16 @@ def test_the_answer_policy_reads_a_local_answer_with_the_requests_files():
     *text, final = asyncio.run(answer())
     assert "".join(text) == "To fix it, change the operator:"
     assert final.finish_reason == "tool_calls" and [c.name for c in final.tool_calls] == ["Edit"]
+
+
+def test_a_failed_call_is_told_from_its_result():
+    from edge_ai.edit_blocks import failed, last_results_failed
+
+    head = "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code {}\nOutput:\n"
+    assert failed("[error] File has not been read yet.") and failed(head.format(1) + "cat: x: No such file or directory")
+    assert failed(" unable to process image: invalid data") and not failed(head.format(0) + "error: is in the file")
+    assert not failed("1\tdef add(a, b):")
+    call = Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "cat greet.py"}'),))
+    assert last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(1), tool_call_id="t1")])
+    assert not last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(0), tool_call_id="t1")])
+    assert not last_results_failed([Message("user", "[error] is not a result")])

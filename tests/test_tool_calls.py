@@ -336,3 +336,17 @@ def test_a_call_written_as_an_array_is_decoded_under_the_grammar_and_read_back()
     assert '"]"' in lazy_call_grammar('root ::= "{}"\nspace ::= " "?')
     text, calls = read_calls('[{"name": "read_file", "arguments": {"path": "a.txt"}}]', TOOLS)
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("read_file", {"path": "a.txt"})] and text == ""
+
+
+def test_the_compact_form_leaves_out_tools_the_agent_reserves_for_an_explicit_request():
+    from edge_ai.request import Request
+    from edge_ai.tool_calls import compact_request
+
+    goal = Tool("create_goal", "Create a goal only when explicitly requested by the user. Sets a budget.", {"type": "object"})
+    ask = Tool("request_user_input", "Ask the user questions. This tool is only available in Plan mode.", {"type": "object"})
+    shell = Tool("exec_command", "Runs a command.", {"type": "object"})
+    req = Request(model="m", messages=(Message("user", "Create a file greet.py."),), tools=(goal, ask, shell))
+    assert [t.name for t in compact_request(req).tools] == ["exec_command"]
+    named = Request(model="m", messages=(Message("user", "Use create_goal for this."),), tools=(goal, shell))
+    assert [t.name for t in compact_request(named).tools] == ["create_goal", "exec_command"]
+    assert compact_request(req).tools != req.tools and len(req.tools) == 3  # only what the model sees changes

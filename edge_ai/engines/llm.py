@@ -715,6 +715,11 @@ class LLMEngine:
 
     def _pick(self, slot: Slot, row: int) -> int:
         """The next token from batch row `row`'s logits, under the slot's sampler and grammar."""
+        if slot.n_generated == 0:
+            # An empty answer answers nothing: Qwen2.5-Coder-1.5B, shown Codex's failed attempt to create a
+            # file, ended its turn at once (end-of-turn 0.30, a new turn's tag 0.29), and the agent stopped
+            # with no file and no word. Its first token is never an end (nor a control token).
+            self._logits(row)[self._no_start()] = -np.inf
         if slot.call_begins is not None and not slot.in_call and slot.line_start and slot.matcher is not None \
                 and slot.matcher.text.count("```") % 2 == 0:  # not inside a code block (nor after a call's fence)
             self._weigh_call(slot, row)
@@ -749,6 +754,14 @@ class LLMEngine:
         slot.call_belief = belief if slot.call_belief is None else max(slot.call_belief, belief)
         if belief < slot.task.params.call_least:
             logits[starts] = -np.inf  # llama.cpp's buffer: every sampling path below reads this row
+
+    def _no_start(self) -> np.ndarray:
+        """The tokens an answer may not begin with: ends of generation and control tokens (a call's tag,
+        such as Qwen2.5's <tool_call>, is not one)."""
+        if getattr(self, "_no_start_ids", None) is None:
+            self._no_start_ids = np.array([t for t in range(self.n_vocab) if ll.llama_vocab_is_eog(self.vocab, t)
+                                           or ll.llama_vocab_is_control(self.vocab, t)], dtype=np.int64)
+        return self._no_start_ids
 
     def _call_starts(self) -> tuple[np.ndarray, np.ndarray]:
         """The tokens a tool call can begin with (after spaces): a fence, a tool tag, `{` or `[`, or the first
