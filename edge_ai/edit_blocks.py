@@ -181,6 +181,15 @@ def failed(result: str) -> bool:
     return head is not None and head.group(1) != "0"
 
 
+def repeats(calls: Sequence[ToolCall], messages: Sequence[Message]) -> bool:
+    """Every call is one made before (the same tool, the same arguments) whose result, not a failure, is in
+    the conversation."""
+    results = {m.tool_call_id: m.content for m in messages if m.role == "tool"}
+    done = {(c.name, json.dumps(_args(c.arguments), sort_keys=True)) for m in messages for c in m.tool_calls
+            if c.id in results and not failed(results[c.id])}
+    return bool(calls) and all((c.name, json.dumps(_args(c.arguments), sort_keys=True)) in done for c in calls)
+
+
 def last_results_failed(messages: Sequence[Message]) -> bool:
     """The conversation ends in results of which one failed."""
     results = []

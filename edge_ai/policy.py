@@ -6,19 +6,23 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
 from edge_ai.cache import Hit, SemanticCache
+from edge_ai.edit_blocks import last_results_failed, repeats, workspace
 from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
 from edge_ai.local_models import LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
-from edge_ai.edit_blocks import last_results_failed, workspace
 from edge_ai.tool_calls import new_call_id, read_stream
 
 log = logging.getLogger("edge_ai.policy")
+
+
+# a call_least no probability reaches: no call opens anywhere in the answer (see LLMEngine._weigh_call)
+CALLS_RULED_OUT = 2.0
 
 
 class AnswerPolicy:
@@ -54,7 +58,14 @@ class AnswerPolicy:
                 reply.headers["x-edge-backend"] = backend.name
                 return reply
         task = model.engine.submit(tokens, params)
-        reply = Reply("local", self._local(req, task, vector), len(tokens), cancel=task.cancel)
+        current = [task]
+
+        def without_calls() -> Task:  # the same prompt, asked again with no call allowed to open
+            current[0] = model.engine.submit(tokens, replace(params, call_least=CALLS_RULED_OUT))
+            return current[0]
+
+        again = without_calls if params.call_least > 0 else None
+        reply = Reply("local", self._local(req, task, vector, again), len(tokens), cancel=lambda: current[0].cancel())
         if prep.dropped:
             reply.headers["x-edge-truncated"] = str(prep.dropped)
         return reply
@@ -64,7 +75,12 @@ class AnswerPolicy:
         yield e.answer
         yield Final(e.answer, e.finish_reason, prompt_tokens, e.completion_tokens)
 
-    async def _local(self, req: Request, task: Task, vector: np.ndarray | None) -> AsyncIterator[str | Final]:
+    async def _local(self, req: Request, task: Task, vector: np.ndarray | None,
+                     again: Callable[[], Task] | None = None) -> AsyncIterator[str | Final]:
+        """A local answer, its calls read. `again` asks once more with calls ruled out: for an answer that
+        only repeats a call whose result is already in the conversation. Shown a file it had just read,
+        Qwen2.5-Coder-1.5B read it again (Claude Code refuses such a call: "Wasted call — file unchanged
+        since your last Read"); asked again without calls, it answers from what it read."""
         tool = req.constraint is not None and req.constraint.kind == "tool"
         events = task.stream()
         if req.tools and not tool:  # the model may call an offered tool: its calls are read out of its text
@@ -78,6 +94,12 @@ class AnswerPolicy:
                 if not isinstance(event, Final):
                     continue
                 yield as_tool_call(event)
+                return
+            if isinstance(event, Final) and again is not None and event.tool_calls and not event.text \
+                    and repeats(event.tool_calls, req.messages):
+                log.info("a call repeated with its result in the conversation: asked again without calls")
+                async for retried in self._local(req, again(), vector):
+                    yield retried
                 return
             # a call is an action for this turn, not an answer to keep: only text answers are stored
             if isinstance(event, Final) and req.cache.write and not event.tool_calls:

@@ -194,3 +194,41 @@ def test_a_failed_call_is_told_from_its_result():
     assert last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(1), tool_call_id="t1")])
     assert not last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(0), tool_call_id="t1")])
     assert not last_results_failed([Message("user", "[error] is not a result")])
+
+
+def test_an_answer_that_only_repeats_a_call_whose_result_is_here_is_asked_again_without_calls():
+    import asyncio
+
+    from edge_ai.edit_blocks import repeats
+    from edge_ai.policy import AnswerPolicy
+    from edge_ai.request import CacheControl, Final, Request
+
+    class Scripted:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        async def stream(self):
+            yield self.text
+            yield Final(self.text, "stop", 10, 5)
+
+    again_asked: list[bool] = []
+
+    def again():
+        again_asked.append(True)
+        return Scripted("add() returns a - b.")
+
+    turns = tuple(read_turns())
+    req = Request(model="local", kind="chat", messages=turns, tools=(READ, EDIT), cache=CacheControl(read=False, write=False))
+    policy = AnswerPolicy(cache=None, models=None, default_max_tokens=64)  # type: ignore[arg-type]
+
+    async def answer(text: str):
+        return [e async for e in policy._local(req, Scripted(text), None, again)]  # type: ignore[arg-type]
+
+    same = '{"name": "Read", "arguments": {"file_path": "calc.py"}}'
+    *text, final = asyncio.run(answer(same))
+    assert again_asked == [True] and "".join(text) == "add() returns a - b." and final.tool_calls == ()
+    other = '{"name": "Read", "arguments": {"file_path": "ops.py"}}'  # a new call goes out as it is
+    *_, final = asyncio.run(answer(other))
+    assert again_asked == [True] and [c.name for c in final.tool_calls] == ["Read"]
+    failed = turns[:2] + (Message("tool", "[error] no such file", tool_call_id="t1"),)
+    assert not repeats([ToolCall("x", "Read", '{"file_path": "calc.py"}')], failed)  # a failed call may be retried
