@@ -57,6 +57,7 @@ _SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Ou
 _FAILURE = re.compile(r"(?:error\b|unable to|cannot |no such file)", re.I)
 _TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
 _TEXT_TOOL = re.compile(r"read|grep|search", re.I)  # tools that show a file's text, or lines of it
+_CREATE = re.compile(r"\bcreat\w*|\bnew\b", re.I)
 _NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "text", "diff", "patch", "output"})
 
 
@@ -149,7 +150,7 @@ def workspace(messages: Sequence[Message]) -> Workspace:
                         del files[known]
     unread: tuple[str, ...] = ()
     asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    if asked:
+    if asked and not _CREATE.search(NOT_ASKED.sub("", asked)):  # a file to create is not there to read
         names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(NOT_ASKED.sub("", asked)))
         known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
         unread = tuple(n for n in names if n.rsplit("/", 1)[-1] not in known and not any(n in u for u in used))

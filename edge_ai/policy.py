@@ -95,11 +95,13 @@ class AnswerPolicy:
                     continue
                 yield as_tool_call(event)
                 return
-            if isinstance(event, Final) and again is not None and event.tool_calls and not event.text \
-                    and repeats(event.tool_calls, req.messages):
+            if isinstance(event, Final) and again is not None and event.tool_calls and repeats(event.tool_calls, req.messages):
                 log.info("a call repeated with its result in the conversation: asked again without calls")
+                lead = event.text + "\n\n" if event.text else ""  # text before the call has been sent
+                if lead:
+                    yield "\n\n"
                 async for retried in self._local(req, again(), vector):
-                    yield retried
+                    yield replace(retried, text=lead + retried.text) if isinstance(retried, Final) else retried
                 return
             # a call is an action for this turn, not an answer to keep: only text answers are stored
             if isinstance(event, Final) and req.cache.write and not event.tool_calls:

@@ -123,6 +123,7 @@ def test_a_file_is_read_first_once_and_not_after_a_call_that_used_it():
     tried = [ask, Message("assistant", "", (ToolCall("t1", "Read", '{"file_path": "greet.py"}'),)),
              Message("tool", "[error] File does not exist.", tool_call_id="t1")]
     assert workspace(tried).unread == ()  # tried and failed: not again (no loop on a file that is not there)
+    assert workspace([ask]).unread == ()  # a file to create is not there to read
     ran = [Message("user", "Fix calc.py."),
            Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "python calc.py"}'),)),
            Message("tool", "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code 0\nOutput:\n", tool_call_id="t1")]
@@ -227,8 +228,12 @@ def test_an_answer_that_only_repeats_a_call_whose_result_is_here_is_asked_again_
     same = '{"name": "Read", "arguments": {"file_path": "calc.py"}}'
     *text, final = asyncio.run(answer(same))
     assert again_asked == [True] and "".join(text) == "add() returns a - b." and final.tool_calls == ()
+    # text sent before the repeated call stays, and the answer asked again follows it
+    *text, final = asyncio.run(answer("I will read it.\n" + same))
+    assert "".join(text) == final.text == "I will read it.\n\nadd() returns a - b." and final.tool_calls == ()
+    again_asked.clear()
     other = '{"name": "Read", "arguments": {"file_path": "ops.py"}}'  # a new call goes out as it is
     *_, final = asyncio.run(answer(other))
-    assert again_asked == [True] and [c.name for c in final.tool_calls] == ["Read"]
+    assert again_asked == [] and [c.name for c in final.tool_calls] == ["Read"]
     failed = turns[:2] + (Message("tool", "[error] no such file", tool_call_id="t1"),)
     assert not repeats([ToolCall("x", "Read", '{"file_path": "calc.py"}')], failed)  # a failed call may be retried
