@@ -53,8 +53,8 @@ _DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", r
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{1,4})(?![\w/-])")
 # Codex's exec_command result: "Chunk ID: 4a5160\nWall time: 0.0000 seconds\nProcess exited with code 0\n…Output:\n"
 _SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
-# a result that reports a failure the client did not mark ("unable to process image: …")
-_FAILURE = re.compile(r"(?:error\b|unable to|cannot |no such file)", re.I)
+# a result that reports a failure the client did not mark ("unable to process image: …", "write_stdin failed: …")
+_FAILURE = re.compile(r"(?:\S+ failed:|error\b|unable to|cannot |no such file)", re.I)
 _TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
 _TEXT_TOOL = re.compile(r"read|grep|search", re.I)  # tools that show a file's text, or lines of it
 _CREATE = re.compile(r"\bcreat\w*|\bnew\b", re.I)

@@ -190,6 +190,7 @@ def test_a_failed_call_is_told_from_its_result():
     head = "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code {}\nOutput:\n"
     assert failed("[error] File has not been read yet.") and failed(head.format(1) + "cat: x: No such file or directory")
     assert failed(" unable to process image: invalid data") and not failed(head.format(0) + "error: is in the file")
+    assert failed("write_stdin failed: Unknown process id 1") and not failed("2 failed, 3 passed")
     assert not failed("1\tdef add(a, b):")
     call = Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "cat greet.py"}'),))
     assert last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(1), tool_call_id="t1")])
