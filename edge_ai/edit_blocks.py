@@ -52,7 +52,7 @@ _DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", r
 # a file's name in a request: "calc.py", "src/app.test.js" (a word with a dot and a short extension)
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{1,4})(?![\w/-])")
 # Codex's exec_command result: "Chunk ID: 4a5160\nWall time: 0.0000 seconds\nProcess exited with code 0\n…Output:\n"
-_SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
+SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
 # a result that reports a failure the client did not mark ("unable to process image: …", "write_stdin failed: …")
 _FAILURE = re.compile(r"(?:\S+ failed:|error\b|unable to|cannot |no such file)", re.I)
 _TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
@@ -178,7 +178,7 @@ def failed(result: str) -> bool:
     that exited non-zero (Codex's header), or one that says so ("unable to process image: …")."""
     if result.startswith(FAILED) or _FAILURE.match(result.strip()):
         return True
-    head = _SHELL_HEAD.match(result)
+    head = SHELL_HEAD.match(result)
     return head is not None and head.group(1) != "0"
 
 
@@ -206,7 +206,7 @@ def _output(result: str) -> str | None:
     with code 0\n…\nOutput:\n<output>"."""
     if result.startswith(FAILED):
         return None
-    head = _SHELL_HEAD.match(result)
+    head = SHELL_HEAD.match(result)
     if head is None:
         return None if re.match(r"^\S+: .*: No such file or directory", result) else result
     return result[head.end():] if head.group(1) == "0" else None

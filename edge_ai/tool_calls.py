@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from edge_ai.edit_blocks import FAILED, Workspace, block_call
+from edge_ai.edit_blocks import FAILED, SHELL_HEAD, Workspace, block_call
 from edge_ai.request import Final, Message, Request, Tool, ToolCall
 
 
@@ -64,6 +64,7 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                                  for c in m.tool_calls]
         if m.role == "tool":
             msg["tool_call_id"] = m.tool_call_id
+            msg["content"] = plain_output(m.content)
         out.append(msg)
         after = messages[i + 1].role if i + 1 < len(messages) else None
         if m.role == "tool" and after not in ("tool", "user"):
@@ -82,6 +83,17 @@ def _request_before(messages: Sequence[Message], last: int, limit: int = RESTATE
             text = NOT_ASKED.sub("", m.content).strip()
             return text if len(text) <= limit else text[:limit] + "…"
     return ""
+
+
+def plain_output(result: str) -> str:
+    """A shell result as the model is shown it: Codex heads each with "Chunk ID: 202a7b", the wall time and a
+    token count; asked for the port a file sets, the 1.5B answered "202a7b". Kept: the output, and the exit
+    code when it is not 0."""
+    head = SHELL_HEAD.match(result)
+    if head is None:
+        return result
+    output = result[head.end():]
+    return output if head.group(1) == "0" else f"(exit code {head.group(1)})\n{output}"
 
 
 def _run_of_results(messages: Sequence[Message], last: int) -> list[Message]:

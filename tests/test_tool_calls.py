@@ -350,3 +350,16 @@ def test_the_compact_form_leaves_out_tools_the_agent_reserves_for_an_explicit_re
     named = Request(model="m", messages=(Message("user", "Use create_goal for this."),), tools=(goal, shell))
     assert [t.name for t in compact_request(named).tools] == ["create_goal", "exec_command"]
     assert compact_request(req).tools != req.tools and len(req.tools) == 3  # only what the model sees changes
+
+
+def test_a_shell_result_is_shown_to_the_model_without_codexs_header():
+    from edge_ai.tool_calls import template_messages
+
+    head = "Chunk ID: 202a7b\nWall time: 0.0000 seconds\nProcess exited with code {}\nOriginal token count: 9\nOutput:\n"
+    call = Message("assistant", "", tool_calls=(ToolCall("c1", "exec_command", '{"cmd": "cat settings.ini"}'),))
+    ask = Message("user", "Which port?")
+    turns = template_messages([ask, call, Message("tool", head.format(0) + "port = 8731\n", tool_call_id="c1")])
+    assert turns[2]["content"] == "port = 8731\n"
+    turns = template_messages([ask, call, Message("tool", head.format(1) + "cat: x: No such file\n", tool_call_id="c1")])
+    assert turns[2]["content"] == "(exit code 1)\ncat: x: No such file\n"
+    assert template_messages([ask, call, Message("tool", "plain", tool_call_id="c1")])[2]["content"] == "plain"

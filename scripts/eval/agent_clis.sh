@@ -23,11 +23,14 @@ setup() {
   printf 'def double(x):\n    return x * 3\n' > "$d/util.py"; echo "$d"
 }
 check() {  # $1 task index, $2 directory, $3 the agent's output
+  # the agent's final answer: Codex prints it again after "tokens used" and the count (the commands' output
+  # comes before it, and must not count as an answer); Claude Code prints only it
+  local final; final=$(awk '/^tokens used$/{buf=""; skip=1; next} skip{skip=0; next} {buf=buf $0 "\n"} END{printf "%s", buf}' <<< "$3")
   case ${SET:-1}$1 in
-    10) grep -qi pelican <<< "$3" ;;
+    10) grep -qi pelican <<< "$final" ;;
     11) [ -f "$2/greet.py" ] && [ "$(cd "$2" && timeout 10 python3 greet.py 2>/dev/null)" = "hello edge" ] ;;
     12) (cd "$2" && timeout 10 python3 -c 'from calc import add; assert add(2, 3) == 5') 2>/dev/null ;;
-    20) grep -q 8731 <<< "$3" ;;
+    20) grep -q 8731 <<< "$final" ;;
     21) [ -f "$2/hello.sh" ] && [ "$(cd "$2" && timeout 10 bash hello.sh 2>/dev/null)" = "hi" ] ;;
     22) (cd "$2" && timeout 10 python3 -c 'from util import double; assert double(4) == 8') 2>/dev/null ;;
   esac
