@@ -21,6 +21,10 @@ with "change it to: ```python def add…```"; "the code word in inventory.txt" a
 written blind: it is replaced by a call that reads that file (the agent's read tool, or `cat`), so that the
 model, shown the file, answers from it or makes the change as an edit (see Workspace.read_first). The blind
 text is dropped, not kept beside the call: in the history it taught the model to answer and call at once.
+
+The same reading of the conversation tells a failed call from its result (`failed`: after one, a shell
+block is the next attempt) and a call that only repeats one whose result is already there (`repeats`: the
+answer policy asks again with calls ruled out).
 """
 
 from __future__ import annotations
