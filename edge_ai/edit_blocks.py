@@ -57,8 +57,9 @@ _DEMO = re.compile(r"^\s*(?:#|//)\s*(?:example|usage|test(?:ing)? it|try it)", r
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.[A-Za-z][A-Za-z0-9]{1,4})(?![\w/-])")
 # Codex's exec_command result: "Chunk ID: 4a5160\nWall time: 0.0000 seconds\nProcess exited with code 0\n…Output:\n"
 SHELL_HEAD = re.compile(r"^Chunk ID: .*?Process exited with code (-?\d+)\n.*?Output:\n", re.S)
-# a result that reports a failure the client did not mark ("unable to process image: …", "write_stdin failed: …")
-_FAILURE = re.compile(r"(?:\S+ failed:|error\b|unable to|cannot |no such file)", re.I)
+# a result that reports a failure the client did not mark ("unable to process image: …", "write_stdin failed: …",
+# "cat: x: No such file or directory")
+_FAILURE = re.compile(r"(?:\S+ failed:|error\b|unable to|cannot |no such file|\S+: .*: no such file or directory)", re.I)
 _TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
 _TEXT_TOOL = re.compile(r"read|grep|search", re.I)  # tools that show a file's text, or lines of it
 _CREATE = re.compile(r"\bcreat\w*|\bnew\b", re.I)
@@ -69,10 +70,6 @@ _NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "tex
 class ShownFile:
     content: str
     whole: bool  # the result showed all of it (not a range of lines)
-
-
-def shown_files(messages: Sequence[Message]) -> dict[str, ShownFile]:
-    return workspace(messages).shown
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,7 @@ def workspace(messages: Sequence[Message]) -> Workspace:
             content = next((args[k] for k in _CONTENT_KEYS if isinstance(args.get(k), str)), None)
             command = next((args[k] for k in ("command", "cmd") if k in args), None)
             ok = result is not None and not failed(result)
-            output = _output(result) if command is not None and result is not None else None
+            output = plain_output(result) if command is not None and ok else None  # a command's, when it worked
             words = _words(command) if command is not None else None
             if ok and (output is not None and words and words[0] in _TEXT_COMMANDS or command is None and _TEXT_TOOL.search(call.name)):
                 used.append(call.arguments)
@@ -153,17 +150,12 @@ def workspace(messages: Sequence[Message]) -> Workspace:
                     for known in [p for p in files if p in text]:
                         del files[known]
     unread: tuple[str, ...] = ()
-    asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    if asked and not _CREATE.search(NOT_ASKED.sub("", asked)):  # a file to create is not there to read
-        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(NOT_ASKED.sub("", asked)))
+    asked = NOT_ASKED.sub("", next((m.content for m in reversed(messages) if m.role == "user"), ""))
+    if asked and not _CREATE.search(asked):  # a file to create is not there to read
+        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(asked))
         known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
         unread = tuple(n for n in names if n.rsplit("/", 1)[-1] not in known and not any(n in u for u in used))
     return Workspace(files, unread)
-
-
-def block_call(fence: str, body: str, ws: Workspace, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
-    """The call a code block in an answer stands for (an edit of a shown file), or None."""
-    return edit_call(fence, body, ws.shown, tools, new_id)
 
 
 def _reads(tool: Tool) -> bool:
@@ -205,15 +197,14 @@ def last_results_failed(messages: Sequence[Message]) -> bool:
     return any(failed(r) for r in results)
 
 
-def _output(result: str) -> str | None:
-    """A shell command's output, or None when it failed. Codex wraps it: "Chunk ID: …\nProcess exited
-    with code 0\n…\nOutput:\n<output>"."""
-    if result.startswith(FAILED):
-        return None
+def plain_output(result: str) -> str:
+    """A result without Codex's header ("Chunk ID: 202a7b", the wall time, a token count; asked for the port
+    a file sets, the 1.5B answered "202a7b"): the output, and the exit code when it is not 0."""
     head = SHELL_HEAD.match(result)
     if head is None:
-        return None if re.match(r"^\S+: .*: No such file or directory", result) else result
-    return result[head.end():] if head.group(1) == "0" else None
+        return result
+    output = result[head.end():]
+    return output if head.group(1) == "0" else f"(exit code {head.group(1)})\n{output}"
 
 
 def edit_call(fence: str, body: str, files: dict[str, ShownFile], tools: Sequence[Tool], new_id: Any) -> ToolCall | None:

@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Iterable, Sequence
 
-from edge_ai.edit_blocks import FAILED, SHELL_HEAD, Workspace, block_call
+from edge_ai.edit_blocks import FAILED, Workspace, edit_call, plain_output
 from edge_ai.request import Final, Message, Request, Tool, ToolCall
 
 
@@ -83,17 +83,6 @@ def _request_before(messages: Sequence[Message], last: int, limit: int = RESTATE
             text = NOT_ASKED.sub("", m.content).strip()
             return text if len(text) <= limit else text[:limit] + "…"
     return ""
-
-
-def plain_output(result: str) -> str:
-    """A shell result as the model is shown it: Codex heads each with "Chunk ID: 202a7b", the wall time and a
-    token count; asked for the port a file sets, the 1.5B answered "202a7b". Kept: the output, and the exit
-    code when it is not 0."""
-    head = SHELL_HEAD.match(result)
-    if head is None:
-        return result
-    output = result[head.end():]
-    return output if head.group(1) == "0" else f"(exit code {head.group(1)})\n{output}"
 
 
 def _run_of_results(messages: Sequence[Message], last: int) -> list[Message]:
@@ -410,7 +399,7 @@ class CallReader:
             if not calls and nl >= 0 and close >= 0:
                 fence = text[m.end(): nl].strip().lower()
                 calls = self._shell_call(fence, text[:begin], text[nl + 1: body_end])
-                edit = None if calls else block_call(fence, text[nl + 1: body_end], self.workspace, self.tools, new_call_id)
+                edit = None if calls else edit_call(fence, text[nl + 1: body_end], self.workspace.shown, self.tools, new_call_id)
                 calls = calls or ([edit] if edit is not None else [])
         else:  # a bare object or array opening a line
             at = m.end() - 1

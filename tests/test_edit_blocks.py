@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from edge_ai.edit_blocks import Workspace, shown_files, workspace
+from edge_ai.edit_blocks import workspace
 from edge_ai.request import Message, Tool, ToolCall
 from edge_ai.tool_calls import CallReader, read_calls
 
@@ -42,19 +42,19 @@ FIX = "To fix it, change the operator:\n\n```python\ndef add(a, b):\n    return 
 
 
 def test_a_file_read_is_known_without_its_line_numbers_and_as_later_calls_changed_it():
-    assert shown_files(read_turns())["calc.py"].content == CALC
+    assert workspace(read_turns()).shown["calc.py"].content == CALC
     turns = read_turns() + [
         Message("assistant", "", (ToolCall("t2", "Edit", json.dumps({"file_path": "calc.py", "old_string": "import os\n",
                                                                      "new_string": ""})),)),
         Message("tool", "The file calc.py has been updated.", tool_call_id="t2")]
-    assert shown_files(turns)["calc.py"].content == CALC.replace("import os\n", "")
+    assert workspace(turns).shown["calc.py"].content == CALC.replace("import os\n", "")
     # a shell command that touched it: its content is no longer known
     turns += [Message("assistant", "", (ToolCall("t3", "exec_command", '{"cmd": "sed -i s/a/b/ calc.py"}'),)),
               Message("tool", "", tool_call_id="t3")]
-    assert "calc.py" not in shown_files(turns)
+    assert "calc.py" not in workspace(turns).shown
     # a failed read shows nothing; `cat FILE` shows the file
-    assert shown_files(read_turns("[error] File does not exist.")) == {}
-    assert shown_files(read_turns(CALC, '{"cmd": "cat calc.py"}', "exec_command"))["calc.py"].content == CALC
+    assert workspace(read_turns("[error] File does not exist.")).shown == {}
+    assert workspace(read_turns(CALC, '{"cmd": "cat calc.py"}', "exec_command")).shown["calc.py"].content == CALC
 
 
 def test_a_block_revising_a_file_read_earlier_is_an_edit_of_the_changed_lines():
@@ -153,7 +153,7 @@ def test_no_file_shown_means_no_edit_and_a_part_of_a_file_is_never_written_whole
 
 
 def test_an_edit_block_streamed_a_character_at_a_time_is_read_the_same():
-    reader = CallReader([READ, EDIT], shell_blocks=False, workspace=Workspace(shown_files(read_turns())))
+    reader = CallReader([READ, EDIT], shell_blocks=False, workspace=workspace(read_turns()))
     streamed = "".join(reader.feed(ch) for ch in FIX)
     rest, calls = reader.finish()
     assert streamed + rest == "To fix it, change the operator:"
@@ -191,6 +191,7 @@ def test_a_failed_call_is_told_from_its_result():
     assert failed("[error] File has not been read yet.") and failed(head.format(1) + "cat: x: No such file or directory")
     assert failed(" unable to process image: invalid data") and not failed(head.format(0) + "error: is in the file")
     assert failed("write_stdin failed: Unknown process id 1") and not failed("2 failed, 3 passed")
+    assert failed("cat: notes.txt: No such file or directory") and not failed("notes: see the file")
     assert not failed("1\tdef add(a, b):")
     call = Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "cat greet.py"}'),))
     assert last_results_failed([Message("user", "Create greet.py"), call, Message("tool", head.format(1), tool_call_id="t1")])
