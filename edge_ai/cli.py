@@ -490,6 +490,9 @@ def eval_agent_cmd(
     call_least: list[float] = typer.Option([], "--call-least", help="Least probability of opening a call (at the "
                                            "answer's or a line's start) for one to open there; repeatable "
                                            "[default: the configured one]."),
+    check_calls: Optional[bool] = typer.Option(None, "--check-calls/--no-check-calls", help="Ask the model apart "
+                                               "whether a call is needed (edge_ai/call_need.py) [default: the "
+                                               "configured one]."),
     concurrency: int = typer.Option(4, help="Tasks in flight together."),
     show: bool = typer.Option(False, "--show", help="Print every task that was not right, with what came back, and "
                               "the model's highest probability of opening a call, by verdict."),
@@ -511,13 +514,14 @@ def eval_agent_cmd(
     typer.echo(f"{len(tasks)} tasks: {need} need a call, {len(tasks) - need} need none")
     typer.echo(f"{'model':<40} {'right':>6} {'wrong':>6} {'text':>5} | {'text':>5} {'invented':>9} | {'s/task':>7}")
     for name, tools_form, least in [(m, f, c) for m in model or [None] for f in form for c in call_least or [None]]:
-        runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, call_least=least,
+        runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, call_least=least, check_calls=check_calls,
                                         cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
         runtime.load()
         if runtime.error or runtime.policy is None:
             typer.echo(f"error: {runtime.error}", err=True)
             raise typer.Exit(2)
-        label = f"{runtime.policy.models.default.name} ({tools_form}, {runtime.settings.call_least:g})"
+        label = (f"{runtime.policy.models.default.name} ({tools_form}, {runtime.settings.call_least:g}"
+                 f"{'' if runtime.settings.check_calls else ', unchecked'})")
         r = asyncio.run(eval_agent(runtime.policy, tasks, label, concurrency))
         calls, none = r.counts(True), r.counts(False)
         typer.echo(f"{label:<40} {calls['right'] / max(need, 1):>6.0%} {calls['wrong call']:>6} {calls['text']:>5} | "

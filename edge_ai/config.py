@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     call_least: float = Field(0.5, ge=0.0, le=1.0, description="with tools offered, a call opens (at the answer's or "
                               "a line's start) only where the model's probability of opening one there is at least "
                               "this: 0.5 = more likely than not; 0 = wherever it is the likeliest token")
+    check_calls: bool = Field(True, description="before a call answering the user's own turn goes out, ask the "
+                              "model apart (no tools in sight) whether general knowledge answers the request; if "
+                              "so, answer in text (edge_ai/call_need.py)")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
     compact_tools: Literal["auto", "always", "never"] = Field(
         "auto", description="show an agent's request compact (each tool as name, first sentence and parameters; the "

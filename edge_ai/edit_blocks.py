@@ -158,6 +158,11 @@ def workspace(messages: Sequence[Message]) -> Workspace:
     return Workspace(files, unread)
 
 
+def names_file(text: str) -> bool:
+    """The text names a file ("calc.py", "src/app.test.js")."""
+    return _FILE_NAME.search(text) is not None
+
+
 def _reads(tool: Tool) -> bool:
     """A read tool: "read" in its name, a file's path its only required parameter, nothing to write
     (Claude Code's Read; not Codex's view_image, which takes a path too and fails on text)."""

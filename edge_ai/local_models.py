@@ -15,7 +15,7 @@ from edge_ai.engines.priority import CpuTurns
 from edge_ai.errors import BadRequest, ContextOverflow, NotFound
 from edge_ai.model_files import resolve_gguf
 from edge_ai.recent import Recent
-from edge_ai.request import Constraint, Request
+from edge_ai.request import Constraint, Message, Request
 from edge_ai.tool_calls import CALL_TRIGGERS, compact_request, lazy_call_grammar
 
 log = logging.getLogger("edge_ai.local")
@@ -37,9 +37,10 @@ class Prepared:
 
 class LocalModel:
     def __init__(self, engine: LLMEngine, defaults: SamplingParams = SamplingParams(), default_system: str = "",
-                 compact_tools: str = "auto") -> None:
+                 compact_tools: str = "auto", check_calls: bool = False) -> None:
         self.engine = engine
         self.compact_tools = compact_tools  # "auto" | "always" | "never" (Settings.compact_tools)
+        self.check_calls = check_calls  # a call answering the user's own turn is checked (call_need)
         self.default_system = default_system  # for requests that send no system prompt
         self.defaults = defaults  # for what a request does not set
         self.name = engine.path.stem
@@ -64,6 +65,10 @@ class LocalModel:
             tokens = array("i", self._tokenize(req))
             self._memo.remember(key, tokens)
         return tokens.tolist()
+
+    def chat_tokens(self, system: str, messages: tuple[Message, ...]) -> list[int]:
+        """A plain chat's prompt, no tools: for a question the server asks the model itself (call_need)."""
+        return self._tokenize(Request(model=self.name, system=system, messages=messages))
 
     def _tokenize(self, req: Request) -> list[int]:
         if req.kind == "completion":
@@ -289,7 +294,7 @@ class LocalModels:
             defaults = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
                                       repeat_penalty=s.repeat_penalty, dry_multiplier=s.dry_multiplier,
                                       call_least=s.call_least)
-            self._by_path[key] = LocalModel(engine, defaults, s.default_system, s.compact_tools)
+            self._by_path[key] = LocalModel(engine, defaults, s.default_system, s.compact_tools, s.check_calls)
         return self._by_path[key]
 
     def get(self, name: str) -> LocalModel:

@@ -11,10 +11,11 @@ from typing import AsyncIterator, Callable
 import numpy as np
 
 from edge_ai.cache import Hit, SemanticCache
+from edge_ai.call_need import needless
 from edge_ai.edit_blocks import last_results_failed, repeats, workspace
 from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
-from edge_ai.local_models import LocalModels
+from edge_ai.local_models import LocalModel, LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
 from edge_ai.tool_calls import new_call_id, read_stream
 
@@ -65,7 +66,7 @@ class AnswerPolicy:
             return current[0]
 
         again = without_calls if params.call_least > 0 else None
-        reply = Reply("local", self._local(req, task, vector, again), len(tokens), cancel=lambda: current[0].cancel())
+        reply = Reply("local", self._local(req, task, vector, again, model), len(tokens), cancel=lambda: current[0].cancel())
         if prep.dropped:
             reply.headers["x-edge-truncated"] = str(prep.dropped)
         return reply
@@ -76,14 +77,17 @@ class AnswerPolicy:
         yield Final(e.answer, e.finish_reason, prompt_tokens, e.completion_tokens)
 
     async def _local(self, req: Request, task: Task, vector: np.ndarray | None,
-                     again: Callable[[], Task] | None = None) -> AsyncIterator[str | Final]:
-        """A local answer, its calls read. `again` asks once more with calls ruled out: for an answer that
-        only repeats a call whose result is already in the conversation. Shown a file it had just read,
-        Qwen2.5-Coder-1.5B read it again (Claude Code refuses such a call: "Wasted call — file unchanged
-        since your last Read"); asked again without calls, it answers from what it read."""
+                     again: Callable[[], Task] | None = None, model: LocalModel | None = None,
+                     calls: bool = True) -> AsyncIterator[str | Final]:
+        """A local answer, its calls read (unless `calls` is off). `again` asks once more with calls ruled
+        out, for an answer whose call is not to go out:
+        - it only repeats a call whose result is already in the conversation. Shown a file it had just
+          read, Qwen2.5-Coder-1.5B read it again (Claude Code refuses such a call: "Wasted call — file
+          unchanged since your last Read"); asked again without calls, it answers from what it read;
+        - asked apart, `model` finds the call needless: general knowledge answers the request (call_need)."""
         tool = req.constraint is not None and req.constraint.kind == "tool"
         events = task.stream()
-        if req.tools and not tool:  # the model may call an offered tool: its calls are read out of its text
+        if req.tools and not tool and calls:  # the model may call an offered tool: its calls are read out of its text
             # A shell block answering results reports what was run, unless a call failed: then it is the
             # next attempt (Codex's `cat greet.py` found no file; the model offered `echo … > greet.py`).
             answering_results = bool(req.messages) and req.messages[-1].role == "tool"
@@ -95,14 +99,21 @@ class AnswerPolicy:
                     continue
                 yield as_tool_call(event)
                 return
-            if isinstance(event, Final) and again is not None and event.tool_calls and repeats(event.tool_calls, req.messages):
-                log.info("a call repeated with its result in the conversation: asked again without calls")
-                lead = event.text + "\n\n" if event.text else ""  # text before the call has been sent
-                if lead:
-                    yield "\n\n"
-                async for retried in self._local(req, again(), vector):
-                    yield replace(retried, text=lead + retried.text) if isinstance(retried, Final) else retried
-                return
+            if isinstance(event, Final) and again is not None and event.tool_calls:
+                retry = None
+                if repeats(event.tool_calls, req.messages):
+                    log.info("a call repeated with its result in the conversation: asked again without calls")
+                    retry = self._local(req, again(), vector)  # a code block may still be an edit
+                elif model is not None and model.check_calls and await needless(model, req.messages):
+                    log.info("a call general knowledge makes needless: asked again without calls")
+                    retry = self._local(req, again(), vector, calls=False)  # a shell block is text here
+                if retry is not None:
+                    lead = event.text + "\n\n" if event.text else ""  # text before the call has been sent
+                    if lead:
+                        yield "\n\n"
+                    async for retried in retry:
+                        yield replace(retried, text=lead + retried.text) if isinstance(retried, Final) else retried
+                    return
             # a call is an action for this turn, not an answer to keep: only text answers are stored
             if isinstance(event, Final) and req.cache.write and not event.tool_calls:
                 # stored before the final event goes out; a client that left earlier stored nothing

@@ -194,6 +194,8 @@ class Final:
     # Speculative decoding: tokens guessed from the context and decoded with this answer, and those kept
     drafted: int = 0
     accepted: int = 0
+    # A choice task's answer: each group of first tokens' probability (SamplingParams.choices)
+    choice_weights: tuple[float, ...] = ()
 
 
 @dataclass

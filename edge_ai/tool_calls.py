@@ -70,13 +70,13 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         if m.role == "tool" and after not in ("tool", "user"):
             results = _run_of_results(messages, i)
             if not any(r.content.startswith(FAILED) for r in results):
-                asked = _request_before(messages, i)
+                asked = request_before(messages, i)
                 note = f"The request: {asked}\n{USE_RESULTS}" if asked else USE_RESULTS
                 out.append({"role": "user", "content": note})
     return out
 
 
-def _request_before(messages: Sequence[Message], last: int, limit: int = RESTATED_CHARS) -> str:
+def request_before(messages: Sequence[Message], last: int, limit: int = RESTATED_CHARS) -> str:
     """The latest user turn before `last`, less an agent harness's notes, cut to `limit` characters."""
     for m in reversed(messages[:last]):
         if m.role == "user":

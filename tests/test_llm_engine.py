@@ -233,6 +233,40 @@ def test_requests_pack_into_the_lowest_free_slot_unless_a_long_prefix_waits_else
     assert engine._place([low, far], long_overlap) == (far, REUSE_OVER_PACKING + 10)
 
 
+def test_a_choice_weighs_its_groups_picks_from_them_and_leaves_a_conversations_prefix_alone():
+    """A one-token question (SamplingParams.choices): the Final carries each group's probability, the token
+    is one of the groups', and the task takes the free slot holding least, not the conversation's."""
+    from tests.conftest import ROOT
+
+    engine = LLMEngine(resolve_gguf("smollm2", ROOT / "models"), n_slots=2, n_ctx_slot=512, n_batch=256, speculate=False)
+    try:
+        _choose_beside_a_conversation(engine)
+    finally:
+        engine.close()
+
+
+def _choose_beside_a_conversation(engine: LLMEngine) -> None:
+    async def answer(tokens: list[int], params: SamplingParams) -> Final:
+        return await engine.submit(tokens, params).result()
+
+    conversation = prompt(engine, "Tell me a short story about a lighthouse keeper and a storm at sea.")
+    run(answer(conversation, SamplingParams(temperature=0, max_tokens=8)))
+    held = next(s for s in engine.slots if s.cache_tokens[: len(conversation)] == conversation)
+    yes, no = engine.tokenize("yes")[:1] + engine.tokenize(" yes")[:1], engine.tokenize("no")[:1] + engine.tokenize(" no")[:1]
+    final = run(answer(prompt(engine, "Is the sky blue on a clear day? Answer yes or no."),
+                       SamplingParams(temperature=0, max_tokens=1, choices=(tuple(yes), tuple(no)))))
+    assert len(final.choice_weights) == 2 and all(0.0 < w < 1.0 for w in final.choice_weights)
+    assert sum(final.choice_weights) <= 1.0 + 1e-6
+    assert final.completion_tokens == 1 and final.text.strip().lower() in ("yes", "no")
+    picked = "yes" if final.choice_weights[0] > final.choice_weights[1] else "no"
+    assert final.text.strip().lower() == picked  # greedy: the heavier group's token
+    assert held.cache_tokens[: len(conversation)] == conversation  # the conversation's KV is still there
+    # and its next turn reuses it
+    before = engine.stats.prompt_tokens_reused
+    run(answer(conversation + engine.tokenize(" More."), SamplingParams(temperature=0, max_tokens=4)))
+    assert engine.stats.prompt_tokens_reused - before >= len(conversation) - 1
+
+
 def test_a_grammar_request_batched_with_others_is_valid_and_leaves_them_as_they_were(engine):
     """A constrained task samples and checks its token against the grammar in the same step as the others:
     its answer parses, and theirs are what they are without it."""

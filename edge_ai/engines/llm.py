@@ -71,6 +71,10 @@ class SamplingParams:
     # With triggers: a call may open only where the model's probability of opening one (all the tokens a
     # call can begin with, together) is at least this (see LLMEngine._weigh_call)
     call_least: float = 0.0
+    # A question with a few answers, each a group of first tokens: the task takes one token, from these
+    # groups, and its Final carries each group's probability (choice_weights): the model's judgement,
+    # not only its pick
+    choices: tuple[tuple[int, ...], ...] = ()
 
     @property
     def counts_penalised(self) -> bool:
@@ -187,6 +191,7 @@ class Slot:
     call_begins: re.Pattern[str] | None = None  # a lazy grammar's triggers: where a tool call begins
     in_call: bool = False  # the answer has begun a call: decoded greedy without penalties from here
     call_belief: float | None = None  # the model's highest probability of opening a call (see _weigh_call)
+    choice_weights: tuple[float, ...] = ()  # a choice task's groups' probabilities (SamplingParams.choices)
     line_start: bool = True  # the answer so far is empty or ends a line (spaces aside): a call may open here
     drafted: int = 0  # this answer's draft tokens decoded, and those kept
     accepted: int = 0
@@ -542,7 +547,15 @@ class LLMEngine:
             # A seed promises the same answer again. Reused KV changes how the prompt's last token is
             # computed (one row instead of inside the prefill, another kernel, other rounding), which
             # moved one seeded sample in five: a seeded task takes the lowest free slot and prefills it all.
-            slot, keep = (free[0], 0) if task.params.seed is not None else self._place(free, task.tokens)
+            if task.params.seed is not None:
+                slot, keep = free[0], 0
+            elif task.params.choices:
+                # a choice lives one step: it takes the free slot holding least, not a conversation's
+                # prefix that the conversation's next turn would have to prefill again
+                slot = min(free, key=lambda s: len(s.cache_tokens))
+                keep = min(_common_prefix(slot.cache_tokens, task.tokens), len(task.tokens) - 1)
+            else:
+                slot, keep = self._place(free, task.tokens)
             if not self._window_held(slot.id, keep) or not ll.llama_memory_seq_rm(self.mem, slot.id, keep, -1):
                 ll.llama_memory_seq_rm(self.mem, slot.id, 0, -1)
                 keep = 0
@@ -557,7 +570,7 @@ class LLMEngine:
             slot.seen = set() if task.params.greedy_under_penalties else None
             triggers = task.params.grammar_triggers
             slot.call_begins, slot.in_call = (re.compile("|".join(triggers)) if triggers else None), False
-            slot.call_belief, slot.line_start, slot.drafted, slot.accepted = None, True, 0, 0
+            slot.call_belief, slot.choice_weights, slot.line_start, slot.drafted, slot.accepted = None, (), True, 0, 0
             slot.drafts.reset(len(task.tokens))
             slot.draft, slot.draft_source = [], ""
             try:  # a sampler that cannot be made fails its task, never the engine thread
@@ -720,6 +733,8 @@ class LLMEngine:
             # file, ended its turn at once (end-of-turn 0.30, a new turn's tag 0.29), and the agent stopped
             # with no file and no word. Its first token is never an end (nor a control token).
             self._logits(row)[self._no_start()] = -np.inf
+            if slot.task is not None and slot.task.params.choices:
+                self._weigh_choices(slot, row)
         if slot.call_begins is not None and not slot.in_call and slot.line_start and slot.matcher is not None \
                 and slot.matcher.text.count("```") % 2 == 0:  # not inside a code block (nor after a call's fence)
             self._weigh_call(slot, row)
@@ -733,6 +748,19 @@ class LLMEngine:
             slot.seen.add(token)
             return token
         return ll.llama_sampler_sample(slot.sampler, self.ctx, row)
+
+    def _weigh_choices(self, slot: Slot, row: int) -> None:
+        """Each group's share of the probability; then only the groups' tokens may be picked."""
+        assert slot.task is not None
+        logits = self._logits(row)
+        weights = np.exp(logits - logits.max())
+        total = float(weights.sum())
+        groups = [np.fromiter(set(g), dtype=np.int64) for g in slot.task.params.choices]
+        slot.choice_weights = tuple(float(weights[g].sum()) / total for g in groups)
+        allowed = np.zeros(len(logits), dtype=bool)
+        for g in groups:
+            allowed[g] = True
+        logits[~allowed] = -np.inf
 
     def _weigh_call(self, slot: Slot, row: int) -> None:
         """With tools offered, at the answer's start and at a line's start outside a code block where its
@@ -860,7 +888,8 @@ class LLMEngine:
             if tail:
                 task.emit(tail)
         task.emit(Final(matcher.text, reason, len(task.tokens), slot.n_generated, matcher.matched,
-                        call_belief=slot.call_belief, drafted=slot.drafted, accepted=slot.accepted))
+                        call_belief=slot.call_belief, drafted=slot.drafted, accepted=slot.accepted,
+                        choice_weights=slot.choice_weights))
         self._release(slot)
 
     def _release(self, slot: Slot, error: BaseException | None = None) -> None:

@@ -1,0 +1,96 @@
+"""A call answering the user's own turn is checked: asked apart, does general knowledge answer the request?
+(edge_ai/call_need.py). What the model judges is measured by the agent eval; here: which requests are
+asked about, and what the answer policy does with the judgement (the model's answers are scripted)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from edge_ai.call_need import request_to_check, tool_share
+from edge_ai.policy import AnswerPolicy
+from edge_ai.request import CacheControl, Final, Message, Request, Tool, ToolCall
+
+WEATHER = Tool("get_weather", "Get the current weather for a city.",
+               {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+BASH = Tool("Bash", "Executes a given bash command.",
+            {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]})
+
+
+def test_only_the_users_own_turn_naming_no_file_is_checked():
+    assert request_to_check([Message("user", "What is the capital of Italy?")]) == "What is the capital of Italy?"
+    reminded = Message("user", "<system-reminder>Today is Sunday.</system-reminder>\nWho wrote Hamlet?")
+    assert request_to_check([reminded]) == "Who wrote Hamlet?"  # the harness's notes are not the request
+    assert request_to_check([Message("user", "What does README.md say?")]) is None  # about a file
+    assert request_to_check([Message("user", "Fix add() in src/calc.py")]) is None
+    call = Message("assistant", "", (ToolCall("t1", "get_weather", '{"city": "Paris"}'),))
+    mid_task = [Message("user", "Is it raining in Paris?"), call, Message("tool", "rain", tool_call_id="t1")]
+    assert request_to_check(mid_task) is None  # after results the agent is mid-task
+    assert request_to_check([]) is None
+    assert tool_share((0.3, 0.1)) == pytest.approx(0.75) and tool_share((0.0, 0.0)) == 0.0
+
+
+class Scripted:
+    """An engine task whose answer is a fixed text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self):
+        yield self.text
+        yield Final(self.text, "stop", 10, 5)
+
+
+def answer_with(monkeypatch, text: str, verdict: bool, check_calls: bool = True, again_text: str = "Rome."):
+    asked: list[list[Message]] = []
+    again_asked: list[bool] = []
+
+    async def needless(model, messages):
+        asked.append(list(messages))
+        return verdict
+
+    def again():
+        again_asked.append(True)
+        return Scripted(again_text)
+
+    monkeypatch.setattr("edge_ai.policy.needless", needless)
+    req = Request(model="local", messages=(Message("user", "What is the capital of Italy?"),), tools=(WEATHER, BASH),
+                  cache=CacheControl(read=False, write=False))
+    policy = AnswerPolicy(cache=None, models=None, default_max_tokens=64)  # type: ignore[arg-type]
+    model = SimpleNamespace(check_calls=check_calls)
+
+    async def run():
+        return [e async for e in policy._local(req, Scripted(text), None, again, model)]  # type: ignore[arg-type]
+
+    *deltas, final = asyncio.run(run())
+    return "".join(deltas), final, asked, again_asked
+
+
+CALL = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
+
+
+def test_a_needless_call_is_asked_again_with_calls_ruled_out(monkeypatch):
+    text, final, asked, again_asked = answer_with(monkeypatch, CALL, verdict=True)
+    assert len(asked) == 1 and again_asked == [True]
+    assert text == final.text == "Rome." and final.tool_calls == () and final.finish_reason == "stop"
+
+
+def test_a_shell_block_in_the_answer_asked_again_is_text_not_a_call(monkeypatch):
+    block = "You can check with:\n```bash\ncurl -s https://example.com/italy\n```\nThe capital is Rome."
+    text, final, _, _ = answer_with(monkeypatch, "```bash\ncurl -s https://example.com/italy\n```", verdict=True,
+                                    again_text=block)
+    assert final.tool_calls == () and final.text == block and text == block
+
+
+def test_a_needed_call_goes_out_and_no_check_is_made_when_checking_is_off(monkeypatch):
+    _, final, asked, again_asked = answer_with(monkeypatch, CALL, verdict=False)
+    assert len(asked) == 1 and again_asked == [] and [c.name for c in final.tool_calls] == ["get_weather"]
+    _, final, asked, again_asked = answer_with(monkeypatch, CALL, verdict=True, check_calls=False)
+    assert asked == [] and again_asked == [] and [c.name for c in final.tool_calls] == ["get_weather"]
+
+
+def test_a_text_answer_is_not_checked(monkeypatch):
+    text, final, asked, _ = answer_with(monkeypatch, "The capital of Italy is Rome.", verdict=True)
+    assert asked == [] and final.text == text == "The capital of Italy is Rome."
