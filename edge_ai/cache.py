@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 from edge_ai.engines.embedder import Embedder
 from edge_ai.engines.index import VectorIndex
+from edge_ai.engines.lexicon import LexicalIndex
 from edge_ai.engines.store import DiskStore, Entry, Store
 from edge_ai.hit import HitJudge, differing
 from edge_ai.recent import Recent
@@ -66,6 +68,7 @@ class SemanticCache:
         self.judge = judge
         self.threshold = judge.model.threshold if threshold is None else threshold
         self.index = VectorIndex(embedder.dim)
+        self.lexicon = LexicalIndex()  # which questions to embed first in a surge (engines/lexicon.py)
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
         self.write_failures = 0
         self._tenant_of: dict[str, str] = {}  # scope key -> tenant, for entries by tenant
@@ -101,10 +104,21 @@ class SemanticCache:
             entry = self.store.read(id_)
             if entry is not None and entry.vec().shape == (self.index.dim,):
                 self.index.add(entry.scope_key, entry.id, entry.vec())
+                self.lexicon.add(entry.scope_key, entry.id, entry.query)
                 self._tenant_of[entry.scope_key] = str(entry.scope.get("tenant", ""))
                 n += 1
         log.info("cache: %d entries indexed from %s", n, self.store.where)
+        if len(self.lexicon) < len(self.index):  # vectors from saved lists: their words are read meanwhile
+            threading.Thread(target=self._read_words, name="lexicon", daemon=True).start()
         return n
+
+    def _read_words(self) -> None:
+        """The lexical index of entries whose vectors came from saved lists, without reading them at start."""
+        for id_ in list(self.store.ids()):
+            if id_ in self.index and id_ not in self.lexicon:
+                entry = self.store.read(id_)
+                if entry is not None:
+                    self.lexicon.add(entry.scope_key, entry.id, entry.query)
 
     # Follower: called from the store's thread. VectorIndex takes its own lock; a rebuilt index replaces
     # the old one whole, so a lookup sees one or the other.
@@ -112,19 +126,22 @@ class SemanticCache:
     def added(self, entry: Entry) -> None:
         if entry.vec().shape == (self.index.dim,):
             self.index.add(entry.scope_key, entry.id, entry.vec())
+            self.lexicon.add(entry.scope_key, entry.id, entry.query)
             self._tenant_of[entry.scope_key] = str(entry.scope.get("tenant", ""))
 
     def removed(self, id_: str) -> None:
         self.index.remove(id_)
+        self.lexicon.remove(id_)
 
     def reset(self, entries: Iterator[Entry]) -> None:
-        index, tenants = VectorIndex(self.index.dim, self.index.ann_min), {}
+        index, lexicon, tenants = VectorIndex(self.index.dim, self.index.ann_min), LexicalIndex(), {}
         for entry in entries:
             if entry.vec().shape == (index.dim,):
                 index.add(entry.scope_key, entry.id, entry.vec())
+                lexicon.add(entry.scope_key, entry.id, entry.query)
                 tenants[entry.scope_key] = str(entry.scope.get("tenant", ""))
         # remembered decisions were made against the old index; its change counts mean nothing to the new one
-        self.index, self._tenant_of, self._decided = index, tenants, Recent(RECENT)
+        self.index, self.lexicon, self._tenant_of, self._decided = index, lexicon, tenants, Recent(RECENT)
 
     def _maybe_sync(self) -> None:
         """Another process (`edge-ai warm`, `cache import`) may have written entries: at most once a
@@ -159,7 +176,8 @@ class SemanticCache:
             # an agent's turn answering a tool's output: output that reads alike (a file with one line
             # changed, another code word) needs another answer, so only the same output is a hit
             return Lookup(None, None)
-        vec = await self.embed(req.query)
+        # a question sharing its rare words with a prompt of its scope is embedded first (engines/lexicon.py)
+        vec = (await self.embed_many([req.query], first=self.lexicon.near(scope, req.query)))[0]
         changes = self.index.changes(scope)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from
         # the stored vectors, so approximation never decides a hit, or a miss, on its own. The first search
@@ -175,6 +193,7 @@ class SemanticCache:
         for (id_, _), entry in zip(found, await self.store.fetch_many([i for i, _ in found])):
             if entry is None:  # expired since it was indexed (or, with Redis, purged elsewhere or unreachable)
                 self.index.remove(id_)
+                self.lexicon.remove(id_)
                 continue
             sim = float(entry.vec() @ vec)
             if sim < limit or not serves(entry, req):  # a score never exceeds its similarity
@@ -224,6 +243,7 @@ class SemanticCache:
         if held is not None:
             return held
         self.index.add(entry.scope_key, entry.id, vector)
+        self.lexicon.add(entry.scope_key, entry.id, entry.query)
         self._tenant_of[entry.scope_key] = req.tenant
         self._generation += 1  # our own write: nothing to re-index
         return entry
@@ -253,12 +273,12 @@ class SemanticCache:
     async def embed(self, text: str) -> np.ndarray:
         return (await self.embed_many([text]))[0]
 
-    async def embed_many(self, texts: list[str], follow_up: bool = False) -> list[np.ndarray]:
+    async def embed_many(self, texts: list[str], follow_up: bool = False, first: bool = False) -> list[np.ndarray]:
         """The texts' vectors: recent ones for texts embedded lately, the rest from the embedder."""
         vecs = [self._vectors.recall(t) for t in texts]
         todo = [i for i, v in enumerate(vecs) if v is None]
         if todo:
-            for i, vec in zip(todo, await self.embedder.embed([texts[i] for i in todo], follow_up)):
+            for i, vec in zip(todo, await self.embedder.embed([texts[i] for i in todo], follow_up, first)):
                 vec.flags.writeable = False  # shared by every lookup of this text
                 self._vectors.remember(texts[i], vec)
                 vecs[i] = vec
@@ -269,6 +289,7 @@ class SemanticCache:
         its scope is voided with the index change)."""
         gone = self.store.delete(id_)
         self.index.remove(id_)
+        self.lexicon.remove(id_)
         self._generation += 1  # our own write: nothing to re-index
         return gone
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from edge_ai.cache import SemanticCache
@@ -60,8 +61,35 @@ def test_lists_answer_as_exact_search_does_and_survive_a_restart(parts, store_at
     if store_at.backend == "disk":
         assert again.index.kind(scope) == "lists"  # reloaded, not rebuilt
     assert asyncio.run(answers(again, similar)) == expected
+    # the lexical index is filled too (from saved lists, by a thread that reads the entries' prompts)
+    deadline = time.monotonic() + 30
+    while len(again.lexicon) < ENTRIES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(again.lexicon) == ENTRIES
     again.close()
     exact.close()
+
+
+def test_a_likely_hit_is_embedded_first_and_a_new_question_in_turn(parts, store_at):
+    """Under a surge the embedder's queue is ordered by the lexical index (engines/lexicon.py)."""
+    embedder, judge = parts
+    cache = SemanticCache.open(store_at(), embedder, judge)
+    asyncio.run(fill(cache))
+    asked: list[tuple[str, bool]] = []
+    embed = embedder.embed
+
+    async def spied(texts, follow_up=False, first=False):
+        asked.extend((t, first) for t in texts)
+        return await embed(texts, follow_up, first)
+
+    embedder.embed = spied
+    try:
+        asyncio.run(answers(cache, [PAIRS[0]["similar"], "In two sentences, what should a beginner know about bees?"]))
+    finally:
+        del embedder.embed  # the instance attribute: the class's method again
+    assert asked[0] == (PAIRS[0]["similar"], True)
+    assert ("In two sentences, what should a beginner know about bees?", False) in asked
+    cache.close()
 
 
 def test_the_best_score_is_served_not_the_nearest(parts, store_at):

@@ -125,6 +125,44 @@ def test_follow_ups_pass_a_full_queue_and_run_before_queued_work():
         emb.close()
 
 
+def test_texts_asked_first_run_before_the_queue_and_count_against_its_bound():
+    """A likely cache hit (engines/lexicon.py) is embedded before new questions queued earlier, also between
+    the passes of a batch already taken; it is refused like them when the queue is full."""
+    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=5, pass_size=2)
+    passes: list[list[str]] = []
+    forward = emb._forward
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def watched(texts: list[str]):
+        passes.append(list(texts))
+        if texts[0] == "queued a":  # a likely hit arrives while the first pass of a 4-text batch runs
+            asyncio.run_coroutine_threadsafe(emb.embed(["late likely"], first=True), loops[0])
+            deadline = time.monotonic() + 10
+            while not emb._first and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return forward(texts)
+
+    emb._forward = watched
+
+    async def go():
+        loops.append(asyncio.get_running_loop())
+        with emb._cond:  # hold the worker back while the queue fills
+            batch = asyncio.ensure_future(emb.embed(["queued a", "queued b", "queued c", "queued d"]))
+            await asyncio.sleep(0)
+            likely = asyncio.ensure_future(emb.embed(["early likely"], first=True))
+            await asyncio.sleep(0)
+            with pytest.raises(Overloaded):
+                await emb.embed(["one too many"], first=True)
+        return await likely, await batch
+
+    try:
+        likely, batch = asyncio.run(go())
+        assert passes == [["early likely"], ["queued a", "queued b"], ["late likely"], ["queued c", "queued d"]]
+        assert float(likely[0] @ emb.encode(["early likely"])[0]) > 0.9999 and batch.shape == (4, emb.dim)
+    finally:
+        emb.close()
+
+
 def test_a_pass_holds_the_cores_turn_and_gives_it_back(onnx_embedder):
     seen: list[bool] = []
     forward = onnx_embedder._forward

@@ -10,6 +10,9 @@ becomes the next batch.
 Follow-ups (texts a request already admitted needs in order to finish: a cache lookup's differing
 stretch) skip the queue: they run before the next pass, even between the passes of a batch, and are
 never refused, since refusing them would fail work already done.
+
+Texts asked `first` (a question the lexical index finds likely to hit: engines/lexicon.py) come next:
+before the queue's other texts, between a batch's passes too. They count against the queue's bound.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Embedder:
         self.rejected = 0
         self._pending: deque[_Item] = deque()
         self._follow_ups: deque[_Item] = deque()
+        self._first: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="embedder", daemon=True)
@@ -111,23 +115,24 @@ class Embedder:
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
         return emb.float().numpy(), counts
 
-    async def embed(self, texts: list[str], follow_up: bool = False) -> np.ndarray:
+    async def embed(self, texts: list[str], follow_up: bool = False, first: bool = False) -> np.ndarray:
         """Embed texts through the shared micro-batcher. Raises Overloaded when the queue is full, unless
-        they are a `follow_up` (see the module's doc)."""
-        return (await self.embed_counted(texts, follow_up))[0]
+        they are a `follow_up`; `first` puts them before the queue's others (see the module's doc)."""
+        return (await self.embed_counted(texts, follow_up, first))[0]
 
-    async def embed_counted(self, texts: list[str], follow_up: bool = False) -> tuple[np.ndarray, int]:
+    async def embed_counted(self, texts: list[str], follow_up: bool = False,
+                            first: bool = False) -> tuple[np.ndarray, int]:
         """Vectors and the number of tokens the model saw (usage counts, taken in the worker thread)."""
         loop = asyncio.get_running_loop()
         items = [_Item(t, loop, loop.create_future()) for t in texts]
         with self._cond:
             if follow_up:
                 self._follow_ups.extend(items)
-            elif len(self._pending) + len(items) > self.max_queue:
+            elif len(self._pending) + len(self._first) + len(items) > self.max_queue:
                 self.rejected += 1
                 raise Overloaded("the embedding queue is full", retry_after=1)
             else:
-                self._pending.extend(items)
+                (self._first if first else self._pending).extend(items)
             self._cond.notify()
         done = await asyncio.gather(*(i.future for i in items))
         if not done:
@@ -143,7 +148,7 @@ class Embedder:
 
     def stats(self) -> dict[str, object]:
         return {"backend": self.backend, "batches": self.batches, "texts": self.texts, "busy_s": round(self.busy_s, 3),
-                "queued": len(self._pending) + len(self._follow_ups), "max_queue": self.max_queue,
+                "queued": len(self._pending) + len(self._first) + len(self._follow_ups), "max_queue": self.max_queue,
                 "rejected": self.rejected, "decode_yielded_s": round(self.turns.yielded_s, 3)}
 
     def close(self) -> None:
@@ -154,12 +159,12 @@ class Embedder:
 
     def _take(self) -> list[_Item]:
         with self._cond:
-            while not self._pending and not self._follow_ups and not self._stopping:
+            while not self._pending and not self._first and not self._follow_ups and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return []
-            if self._follow_ups:
-                return self._take_follow_ups()
+            if self._follow_ups or self._first:
+                return self._take_urgent()
             deadline = time.perf_counter() + self.max_wait_s
             while len(self._pending) < self.max_batch:
                 left = deadline - time.perf_counter()
@@ -176,10 +181,13 @@ class Embedder:
                 batch.append(self._pending.popleft())
             return batch
 
-    def _take_follow_ups(self) -> list[_Item]:
-        """Up to one pass of follow-ups; the caller holds the lock."""
-        n = min(len(self._follow_ups), self.pass_size)
-        return [self._follow_ups.popleft() for _ in range(n)]
+    def _take_urgent(self) -> list[_Item]:
+        """Up to one pass: follow-ups, then texts asked first; the caller holds the lock."""
+        out: list[_Item] = []
+        for queue in (self._follow_ups, self._first):
+            while queue and len(out) < self.pass_size:
+                out.append(queue.popleft())
+        return out
 
     def _run(self) -> None:
         lower_priority(self.nice)
@@ -192,9 +200,9 @@ class Embedder:
                 # run as passes of similar length: a pass is padded to its longest text, and on this CPU
                 # 16 sorted texts a pass beat one pass of 64 mixed ones by 1.6x (BENCHMARKS.md)
                 for start in range(0, len(batch), self.pass_size):
-                    if self._follow_ups:  # unlocked peek: at worst one pass late
+                    if self._follow_ups or self._first:  # unlocked peek: at worst one pass late
                         with self._cond:
-                            urgent = self._take_follow_ups()
+                            urgent = self._take_urgent()
                         self._pass(sorted(urgent, key=lambda i: len(i.text)))
                     self._pass(batch[start : start + self.pass_size])
 
