@@ -63,6 +63,7 @@ _FAILURE = re.compile(r"(?:\S+ failed:|error\b|unable to|cannot |no such file|\S
 _TEXT_COMMANDS = frozenset({"cat", "head", "tail", "grep", "rg", "sed", "awk", "nl", "less", "more"})
 _TEXT_TOOL = re.compile(r"read|grep|search", re.I)  # tools that show a file's text, or lines of it
 _CREATE = re.compile(r"\bcreat\w*|\bnew\b", re.I)
+_NOT_CONTENT = frozenset({"console", "output", "diff", "patch"})  # blocks that are no file's content
 _NOT_CODE = frozenset({"", "json", "bash", "sh", "shell", "console", "zsh", "text", "diff", "patch", "output"})
 
 
@@ -80,6 +81,20 @@ class Workspace:
     content no longer known). `unread`: the files the request names that no call has read or used."""
     shown: dict[str, ShownFile] = field(default_factory=dict)
     unread: tuple[str, ...] = ()
+    creates: str | None = None  # the one file the request asks to create, not written yet
+
+    def create_call(self, fence: str, body: str, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+        """A block answering a request to create one named file is that file's content, written by the
+        agent's write tool (else a here-document through its shell tool). Asked for "a shell script hello.sh
+        that prints hi", the 1.5B answered ```` ```bash\necho hi``` ````, which as a shell block ran `echo hi`
+        and left no file (both agents, BENCHMARKS.md). A block that names the file (`python greet.py`,
+        `chmod +x hello.sh`) is a command about it, and a transcript or a diff is no file's content."""
+        if self.creates is None or fence.lower() in _NOT_CONTENT:
+            return None
+        name = self.creates.rsplit("/", 1)[-1]
+        if name in body or not body.strip() or any(ln.startswith("$ ") for ln in body.split("\n")):
+            return None
+        return _write_call(self.creates, body if body.endswith("\n") else body + "\n", tools, new_id)
 
     def read_first(self, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
         """An answer with no call, to a request naming one file nothing has read: the call that replaces it, reading it
@@ -150,12 +165,18 @@ def workspace(messages: Sequence[Message]) -> Workspace:
                     for known in [p for p in files if p in text]:
                         del files[known]
     unread: tuple[str, ...] = ()
+    creates: str | None = None
     asked = NOT_ASKED.sub("", next((m.content for m in reversed(messages) if m.role == "user"), ""))
+    names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(asked))
+    known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
     if asked and not _CREATE.search(asked):  # a file to create is not there to read
-        names = dict.fromkeys(n.group(1) for n in _FILE_NAME.finditer(asked))
-        known = {p.rsplit("/", 1)[-1] for p in [*files, *tried]}
         unread = tuple(n for n in names if n.rsplit("/", 1)[-1] not in known and not any(n in u for u in used))
-    return Workspace(files, unread)
+    elif len(names) == 1:  # a file to create: until a call has named it (written it, or tried to)
+        name = next(iter(names))
+        if name.rsplit("/", 1)[-1] not in known and not any(name.rsplit("/", 1)[-1] in c.arguments
+                                                              for m in messages for c in m.tool_calls):
+            creates = name
+    return Workspace(files, unread, creates)
 
 
 def names_file(text: str) -> bool:
@@ -271,7 +292,12 @@ def _as_call(path: str, old: str, new: str, after: list[str], shown: ShownFile, 
             return ToolCall(new_id(), t.name, json.dumps({p: path, o: old, n: new}, ensure_ascii=False))
     if not shown.whole:
         return None
-    content = "\n".join(after) + "\n"
+    return _write_call(path, "\n".join(after) + "\n", tools, new_id)
+
+
+def _write_call(path: str, content: str, tools: Sequence[Tool], new_id: Any) -> ToolCall | None:
+    """The whole file written: the agent's write tool (path and content), else a here-document through its
+    shell tool."""
     for t in tools:
         props = _props(t)
         p = next((k for k in _PATH_KEYS if k in props), None)

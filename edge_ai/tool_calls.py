@@ -398,7 +398,8 @@ class CallReader:
             calls = self._calls_in(text[nl + 1: body_end]) if nl >= 0 else []
             if not calls and nl >= 0 and close >= 0:
                 fence = text[m.end(): nl].strip().lower()
-                calls = self._shell_call(fence, text[:begin], text[nl + 1: body_end])
+                created = self.workspace.create_call(fence, text[nl + 1: body_end], self.tools, new_call_id)
+                calls = [created] if created is not None else self._shell_call(fence, text[:begin], text[nl + 1: body_end])
                 edit = None if calls else edit_call(fence, text[nl + 1: body_end], self.workspace.shown, self.tools, new_call_id)
                 calls = calls or ([edit] if edit is not None else [])
         else:  # a bare object or array opening a line

@@ -145,6 +145,29 @@ def test_a_file_is_read_first_once_and_not_after_a_call_that_used_it():
     assert workspace(missing).shown == {} and workspace(missing).unread == ()
 
 
+def test_a_block_answering_a_request_to_create_one_file_is_that_file():
+    """"Create a shell script hello.sh that prints hi" answered with ```bash echo hi```: the file's content,
+    not a command to run (which printed hi and left no file)."""
+    ask = [Message("user", "<system-reminder>x.py is open</system-reminder>Create a shell script hello.sh that prints hi.")]
+    assert workspace(ask).creates == "hello.sh"
+    answer = "Here is the script:\n\n```bash\n#!/bin/bash\necho hi\n```"
+    assert edit_of(answer, [READ, WRITE], ask)[1] == [("Write", {"file_path": "hello.sh", "content": "#!/bin/bash\necho hi\n"})]
+    # Codex: no write tool, so a here-document through the shell; read before the shell-block rule would run it
+    shown, calls = read_calls(answer, [EXEC], shell_blocks=True, workspace=workspace(ask))
+    assert [c.name for c in calls] == ["exec_command"]
+    assert json.loads(calls[0].arguments)["cmd"] == "cat > hello.sh <<'EOF'\n#!/bin/bash\necho hi\nEOF"
+    # not the file: a command naming it, a transcript, a diff
+    assert edit_of("```bash\nchmod +x hello.sh && ./hello.sh\n```", [WRITE], ask)[1] == []
+    assert edit_of("```console\n$ bash hello.sh\nhi\n```", [WRITE], ask)[1] == []
+    assert edit_of("```\n$ echo hi\nhi\n```", [WRITE], ask)[1] == []
+    # not when two files are named, when nothing is to be created, or once a call named the file
+    assert workspace([Message("user", "Create a.sh and b.sh.")]).creates is None
+    assert workspace([Message("user", "What does hello.sh print?")]).creates is None
+    wrote = ask + [Message("assistant", "", (ToolCall("t1", "exec_command", '{"cmd": "echo \'echo hi\' > hello.sh"}'),)),
+                   Message("tool", "Chunk ID: 1\nWall time: 0.0 seconds\nProcess exited with code 0\nOutput:\n", tool_call_id="t1")]
+    assert workspace(wrote).creates is None  # the answer after it may show the file without writing it again
+
+
 def test_no_file_shown_means_no_edit_and_a_part_of_a_file_is_never_written_whole():
     assert edit_of(FIX, [READ, EDIT, WRITE], [Message("user", "Fix add().")]) == (FIX, [])  # and none named
     part = read_turns(NUMBERED, '{"file_path": "calc.py", "offset": 3, "limit": 2}')
