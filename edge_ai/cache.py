@@ -62,13 +62,15 @@ def serves(entry: Entry, req: Request) -> bool:
 class SemanticCache:
     """Also the Follower of a store that publishes its changes (Redis): its index follows every replica's."""
 
-    def __init__(self, store: Store, embedder: Embedder, judge: HitJudge, threshold: float | None = None) -> None:
+    def __init__(self, store: Store, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
+                 lexical_first: bool = True) -> None:
         self.store = store
         self.embedder = embedder
         self.judge = judge
         self.threshold = judge.model.threshold if threshold is None else threshold
         self.index = VectorIndex(embedder.dim)
         self.lexicon = LexicalIndex()  # which questions to embed first in a surge (engines/lexicon.py)
+        self.lexical_first = lexical_first  # Settings.lexical_first
         self.hits = {"exact": 0, "semantic": 0, "miss": 0}
         self.write_failures = 0
         self._tenant_of: dict[str, str] = {}  # scope key -> tenant, for entries by tenant
@@ -80,9 +82,9 @@ class SemanticCache:
 
     @classmethod
     def open(cls, store: Store | str | Path, embedder: Embedder, judge: HitJudge, threshold: float | None = None,
-             ttl: float | None = None) -> "SemanticCache":
+             ttl: float | None = None, lexical_first: bool = True) -> "SemanticCache":
         """A cache over `store` (a directory: the embedded DiskStore), its index loaded."""
-        cache = cls(store if isinstance(store, Store) else DiskStore(store, ttl), embedder, judge, threshold)
+        cache = cls(store if isinstance(store, Store) else DiskStore(store, ttl), embedder, judge, threshold, lexical_first)
         cache.load()
         return cache
 
@@ -177,7 +179,8 @@ class SemanticCache:
             # changed, another code word) needs another answer, so only the same output is a hit
             return Lookup(None, None)
         # a question sharing its rare words with a prompt of its scope is embedded first (engines/lexicon.py)
-        vec = (await self.embed_many([req.query], first=self.lexicon.near(scope, req.query)))[0]
+        first = self.lexical_first and self.lexicon.near(scope, req.query)
+        vec = (await self.embed_many([req.query], first=first))[0]
         changes = self.index.changes(scope)
         # The index ranks by approximate (half-float) similarity; the candidates are re-scored exactly from
         # the stored vectors, so approximation never decides a hit, or a miss, on its own. The first search

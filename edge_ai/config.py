@@ -113,6 +113,9 @@ class Settings(BaseSettings):
                             "for one client, 1.48x for four; no loss measured where nothing is copied, BENCHMARKS.md)")
     keep_prefixes: bool = Field(True, description="save the longest prompt prefixes' KV at shutdown (in "
                                 "cache_dir/prefixes) and load them at start: an agent's first request after a restart is warm")
+    lexical_first: bool = Field(True, description="a question sharing most of its rare words (and all its numbers) "
+                                "with a cached prompt of its scope is embedded before the queue's others: in a surge, "
+                                "likely hits wait less behind new questions (edge_ai/engines/lexicon.py)")
     cpu_turns: bool = Field(True, description="the embedder's passes go before the model's next CPU decode step "
                             "(a first-time paraphrase is not held up by a saturated model)")
     # CPU priorities (Linux nice, per thread). On a box of its own, decode at +10 and the embedder at +5 keep

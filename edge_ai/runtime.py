@@ -46,7 +46,8 @@ class Runtime:
         s = self.settings
         try:
             self.embedder = open_embedder(s)
-            self.cache = SemanticCache.open(open_store(s), self.embedder, open_judge(s), s.cache_threshold)
+            self.cache = SemanticCache.open(open_store(s), self.embedder, open_judge(s), s.cache_threshold,
+                                            lexical_first=s.lexical_first)
             self.models = LocalModels(s, self.embedder.turns if s.cpu_turns else None)
             self.pool = Pool(s.backends, s.breaker_failures, s.breaker_cooldown, s.backend_health_interval) if s.backends else None
             self.policy = AnswerPolicy(self.cache, self.models, s.default_max_tokens, self.pool)

@@ -184,11 +184,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--wrk-connections", type=int, default=20)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `edge-ai serve` flag (repeatable)")
+    ap.add_argument("--no-lexical-first", action="store_true", help="the embedder's queue in arrival order only (lexical_first off)")
     ap.add_argument("--no-cpu-turns", action="store_true", help="the embedder does not go before decode steps (cpu_turns off)")
     ap.add_argument("--generator-nice", type=int, default=0, help="renice this process (and wrk) after the server starts")
     args = ap.parse_args()
     pairs, cache_dir = warmed_cache("edge-surge-")
-    env = {"EDGE_AI_N_SLOTS": "16", "EDGE_AI_N_CTX_SLOT": "2048", "EDGE_AI_CPU_TURNS": "false" if args.no_cpu_turns else "true"}
+    env = {"EDGE_AI_N_SLOTS": "16", "EDGE_AI_N_CTX_SLOT": "2048", "EDGE_AI_CPU_TURNS": "false" if args.no_cpu_turns else "true",
+           "EDGE_AI_LEXICAL_FIRST": "false" if args.no_lexical_first else "true"}
     srv = Server(cache_dir, "--log-level", "warning", *args.server_arg, env=env).start()
     try:
         if args.generator_nice:
