@@ -31,7 +31,7 @@ _STOP = frozenset(
     "into about some more most other such only also just been being were is are may might must shall".split()
 )
 COMMON = 2_000  # prompts in a scope containing a word, above which it is not looked up
-NEAR_SHARE = 0.5  # of a question's rare words, at least this share shared with one prompt (and 1 word)
+NEAR_SHARE = 0.4  # of a question's rare words, at least this share shared with one prompt (and 1 word)
 
 
 _NONE = array("i")
