@@ -243,3 +243,16 @@ def store_at(request: pytest.FixtureRequest, tmp_path: Path):
     yield make
     for store in opened:
         store.close()
+
+
+class Scripted:
+    """An engine task whose answer is a fixed text (for the answer policy's handling of an answer)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self):
+        from edge_ai.request import Final
+
+        yield self.text
+        yield Final(self.text, "stop", 10, 5)

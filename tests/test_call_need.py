@@ -11,7 +11,8 @@ import pytest
 
 from edge_ai.call_need import request_to_check, tool_share
 from edge_ai.policy import AnswerPolicy
-from edge_ai.request import CacheControl, Final, Message, Request, Tool, ToolCall
+from edge_ai.request import CacheControl, Message, Request, Tool, ToolCall
+from tests.conftest import Scripted
 
 WEATHER = Tool("get_weather", "Get the current weather for a city.",
                {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
@@ -30,17 +31,6 @@ def test_only_the_users_own_turn_naming_no_file_is_checked():
     assert request_to_check(mid_task) is None  # after results the agent is mid-task
     assert request_to_check([]) is None
     assert tool_share((0.3, 0.1)) == pytest.approx(0.75) and tool_share((0.0, 0.0)) == 0.0
-
-
-class Scripted:
-    """An engine task whose answer is a fixed text."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    async def stream(self):
-        yield self.text
-        yield Final(self.text, "stop", 10, 5)
 
 
 def answer_with(monkeypatch, text: str, verdict: bool, check_calls: bool = True, again_text: str = "Rome."):

@@ -227,15 +227,8 @@ def test_an_answer_that_only_repeats_a_call_whose_result_is_here_is_asked_again_
 
     from edge_ai.edit_blocks import repeats
     from edge_ai.policy import AnswerPolicy
-    from edge_ai.request import CacheControl, Final, Request
-
-    class Scripted:
-        def __init__(self, text: str) -> None:
-            self.text = text
-
-        async def stream(self):
-            yield self.text
-            yield Final(self.text, "stop", 10, 5)
+    from edge_ai.request import CacheControl, Request
+    from tests.conftest import Scripted
 
     again_asked: list[bool] = []
 

@@ -85,20 +85,23 @@ def test_full_queue_is_refused_but_embed_all_takes_any_number(tmp_path):
         emb.close()
 
 
-def test_follow_ups_pass_a_full_queue_and_run_before_queued_work():
-    """A lookup's differing stretch is a follow-up: refusing it would fail an admitted request, and
-    queueing it behind a batch would double that request's wait."""
-    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=4, pass_size=2)
+@pytest.mark.parametrize("kind", ["follow_up", "first"])
+def test_urgent_texts_run_before_queued_work_even_between_a_batchs_passes(kind):
+    """A lookup's differing stretch (a follow-up: queued behind a batch, it would double an admitted
+    request's wait) and a likely cache hit (`first`, engines/lexicon.py) run before texts queued earlier,
+    also when they arrive while a batch already taken is being embedded."""
+    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=8, pass_size=2)
     passes: list[list[str]] = []
     forward = emb._forward
     loops: list[asyncio.AbstractEventLoop] = []
+    urgent = {kind: True}
 
     def watched(texts: list[str]):
         passes.append(list(texts))
-        if texts[0] == "queued a":  # a follow-up arrives while the first pass of a 4-text batch runs
-            asyncio.run_coroutine_threadsafe(emb.embed(["late follow-up"], follow_up=True), loops[0])
+        if texts[0] == "queued a":  # an urgent text arrives while the first pass of a 4-text batch runs
+            asyncio.run_coroutine_threadsafe(emb.embed(["late"], **urgent), loops[0])
             deadline = time.monotonic() + 10
-            while not emb._follow_ups and time.monotonic() < deadline:
+            while not (emb._follow_ups or emb._first) and time.monotonic() < deadline:
                 time.sleep(0.01)
         return forward(texts)
 
@@ -106,59 +109,38 @@ def test_follow_ups_pass_a_full_queue_and_run_before_queued_work():
 
     async def go():
         loops.append(asyncio.get_running_loop())
-        queued = ["queued a", "queued b", "queued c", "queued d"]
         with emb._cond:  # hold the worker back (an RLock: our own calls still enter) while the queue fills
-            batch = asyncio.ensure_future(emb.embed(queued))
+            batch = asyncio.ensure_future(emb.embed(["queued a", "queued b", "queued c", "queued d"]))
             await asyncio.sleep(0)
-            with pytest.raises(Overloaded):
-                await emb.embed(["refused"])
-            first = asyncio.ensure_future(emb.embed(["early follow-up"], follow_up=True))
+            early = asyncio.ensure_future(emb.embed(["early"], **urgent))
             await asyncio.sleep(0)
-        return await first, await batch
+        return await early, await batch
 
     try:
-        first, batch = asyncio.run(go())
-        assert passes == [["early follow-up"], ["queued a", "queued b"], ["late follow-up"], ["queued c", "queued d"]]
-        assert float(first[0] @ emb.encode(["early follow-up"])[0]) > 0.9999
-        assert batch.shape == (4, emb.dim)
+        early, batch = asyncio.run(go())
+        assert passes == [["early"], ["queued a", "queued b"], ["late"], ["queued c", "queued d"]]
+        assert float(early[0] @ emb.encode(["early"])[0]) > 0.9999 and batch.shape == (4, emb.dim)
     finally:
         emb.close()
 
 
-def test_texts_asked_first_run_before_the_queue_and_count_against_its_bound():
-    """A likely cache hit (engines/lexicon.py) is embedded before new questions queued earlier, also between
-    the passes of a batch already taken; it is refused like them when the queue is full."""
-    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=5, pass_size=2)
-    passes: list[list[str]] = []
-    forward = emb._forward
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    def watched(texts: list[str]):
-        passes.append(list(texts))
-        if texts[0] == "queued a":  # a likely hit arrives while the first pass of a 4-text batch runs
-            asyncio.run_coroutine_threadsafe(emb.embed(["late likely"], first=True), loops[0])
-            deadline = time.monotonic() + 10
-            while not emb._first and time.monotonic() < deadline:
-                time.sleep(0.01)
-        return forward(texts)
-
-    emb._forward = watched
+def test_a_follow_up_passes_a_full_queue_and_a_likely_hit_does_not():
+    """Refusing a follow-up would fail a request already admitted; a likely hit is a new request like any."""
+    emb = Embedder(resolve_embedder(""), backend="torch", max_queue=2)
 
     async def go():
-        loops.append(asyncio.get_running_loop())
         with emb._cond:  # hold the worker back while the queue fills
-            batch = asyncio.ensure_future(emb.embed(["queued a", "queued b", "queued c", "queued d"]))
-            await asyncio.sleep(0)
-            likely = asyncio.ensure_future(emb.embed(["early likely"], first=True))
+            queued = asyncio.ensure_future(emb.embed(["one", "two"]))
             await asyncio.sleep(0)
             with pytest.raises(Overloaded):
-                await emb.embed(["one too many"], first=True)
-        return await likely, await batch
+                await emb.embed(["likely"], first=True)
+            follow_up = asyncio.ensure_future(emb.embed(["stretch"], follow_up=True))
+            await asyncio.sleep(0)
+        return await queued, await follow_up
 
     try:
-        likely, batch = asyncio.run(go())
-        assert passes == [["early likely"], ["queued a", "queued b"], ["late likely"], ["queued c", "queued d"]]
-        assert float(likely[0] @ emb.encode(["early likely"])[0]) > 0.9999 and batch.shape == (4, emb.dim)
+        queued, follow_up = asyncio.run(go())
+        assert queued.shape == (2, emb.dim) and follow_up.shape == (1, emb.dim)
     finally:
         emb.close()
 
