@@ -5,16 +5,16 @@ right ones (0.67-0.97), and asked inside the conversation whether it needs the t
 surely as for a right call: its tools and instructions pull it to act.
 
 Asked apart from the conversation, with no tool in sight, the same model tells the two kinds apart with
-two questions (BENCHMARKS.md, "Agents act: needless calls"; 54 requests, 33 of them written after the
-agent eval):
-- KNOWLEDGE, "can general knowledge alone answer it?": a tool needed at most 0.23 for questions, at least
-  0.26 for requests that need a tool and are questions ("What branch am I on?"). Imperatives fall below:
-  "Create a directory named build." 0.14, "Run the Python tests with pytest." 0.21.
+two questions (`scripts/eval/call_need.py` on scripts/eval/call_need.jsonl: 52 requests, most written after
+the agent eval; BENCHMARKS.md, "Needless calls"):
+- KNOWLEDGE, "can general knowledge alone answer it?": "a tool is needed" at most 0.22 for questions, but
+  imperatives fall as low: "Create a directory named build." 0.14, "Run the Python tests with pytest." 0.21.
 - ACTION, "does it ask for something done on the user's computer, or live data?": those imperatives
-  0.85-0.90; questions of general knowledge mostly 0.20-0.45, but questions about commands ("How do I
-  create a directory in Linux?") up to 0.88, and live data ("Is it raining in Berlin?") as low as 0.24.
-A call is needless where both say no tool. A request that names a file is about that file, which
-knowledge cannot answer: it is not asked.
+  0.84-0.90; questions of general knowledge mostly 0.18-0.45, but questions about commands ("How do I
+  create a directory in Linux?") up to 0.87, and live data ("Is it raining in Berlin?") as low as 0.26.
+A call is needless where both say no tool: of the 44 requests asked, the rule rules out no call that was
+needed, and lets 3 questions about commands through. A request that names a file is about that file,
+which knowledge cannot answer: it is not asked.
 
 So an answer to the user's own turn that calls a tool is checked once: the model is asked both questions,
 each a one-token choice, in one batch. Where both say knowledge, the answer policy asks again with calls
