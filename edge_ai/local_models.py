@@ -237,6 +237,32 @@ def _object_schema(schema: dict) -> dict:
 
 
 _GRAMMARS: dict[str, str] = {}
+# Keywords that describe a value and constrain nothing. llama.cpp's converter refuses a schema made only
+# of them ({"description": "…"}: any value, as JSON Schema has it), and one such parameter among Claude
+# Code's tools left every call of the request without a grammar.
+_ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly", "writeOnly"})
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SCHEMA_ONE = frozenset({"items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames"})
+
+
+def constraints_only(schema: object) -> object:
+    """The schema without its annotations, at every depth (a property *named* "description" stays)."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: constraints_only(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [constraints_only(sub) for sub in value]
+        elif key in _SCHEMA_ONE:
+            out[key] = constraints_only(value)
+        else:
+            out[key] = value
+    return out
 
 
 def grammar_for(c: Constraint) -> str:
@@ -246,7 +272,7 @@ def grammar_for(c: Constraint) -> str:
 
     if c.kind == "json" and c.schema is None:
         return JSON_GBNF
-    schema = c.schema if c.kind == "json" else call_schema(c)
+    schema = constraints_only(c.schema if c.kind == "json" else call_schema(c))
     key = json.dumps(schema)
     gbnf = _GRAMMARS.get(key)
     if gbnf is None:

@@ -363,3 +363,21 @@ def test_a_shell_result_is_shown_to_the_model_without_codexs_header():
     turns = template_messages([ask, call, Message("tool", head.format(1) + "cat: x: No such file\n", tool_call_id="c1")])
     assert turns[2]["content"] == "(exit code 1)\ncat: x: No such file\n"
     assert template_messages([ask, call, Message("tool", "plain", tool_call_id="c1")])[2]["content"] == "plain"
+
+
+def test_a_parameter_with_only_a_description_gets_a_grammar_and_a_property_named_description_stays():
+    """{"description": "…"} is any value in JSON Schema; llama.cpp's converter refused it, and one such
+    parameter in an agent's tools left every call of the request without a grammar."""
+    from edge_ai.local_models import constraints_only, grammar_for
+    from edge_ai.request import Constraint
+
+    params = {"type": "object", "description": "a workflow", "properties": {
+        "args": {"description": "any JSON value, passed through"},
+        "description": {"type": "string", "title": "Description", "description": "what it does"},
+        "steps": {"type": "array", "items": {"type": "string", "description": "one step"}},
+    }, "required": ["description"]}
+    assert constraints_only(params) == {"type": "object", "properties": {
+        "args": {}, "description": {"type": "string"}, "steps": {"type": "array", "items": {"type": "string"}}},
+        "required": ["description"]}
+    gbnf = grammar_for(Constraint("tool", tools=(Tool("Workflow", "", params),)))
+    assert '\\"description\\"' in gbnf and '\\"args\\"' in gbnf
