@@ -52,3 +52,17 @@ def test_words_in_very_many_prompts_are_not_looked_up(monkeypatch):
     assert not index.near("s", "python question zulu")
     assert index.near("s", "python question charlie")
     assert rare_words("What is the capital of France?") == {"capital", "france"}
+
+
+def test_rows_of_removed_prompts_leave_the_postings_once_they_outnumber_the_living():
+    index = LexicalIndex()
+    for i in range(1100):
+        index.add("s", f"old{i}", f"ephemeral topic number{i} zebra")
+    index.add("s", "kept", "lasting question about giraffes")
+    for i in range(1100):
+        index.remove(f"old{i}")
+    # compacted once 1,025 were dead: what is left of 1,100 rows is those buried since
+    assert len(index._postings[("s", "zebra")]) == 1100 - 1025 and ("s", "number7") not in index._postings
+    assert index.near("s", "a question about giraffes, lasting") and not index.near("s", "ephemeral zebra topic")
+    index.add("s", "new", "ephemeral zebra topic")
+    assert index.near("s", "ephemeral zebra topic") and len(index) == 2

@@ -28,7 +28,7 @@ _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _STOP = frozenset(
     "the and for are but not you all any can her was one our out his has had how its who why what when where "
     "which with this that from have will would should could does did your they them their there then than "
-    "into about some more most other such only also just been being were is are may might must shall".split()
+    "into about some more most other such only also just been being were may might must shall".split()
 )
 COMMON = 2_000  # prompts in a scope containing a word, above which it is not looked up
 NEAR_SHARE = 0.4  # of a question's rare words, at least this share shared with one prompt (and 1 word)
@@ -55,6 +55,7 @@ class LexicalIndex:
         self._numbers = array("q")  # row -> hash of its numbers, in order
         self._alive = bytearray()  # row -> 1 while the entry is indexed
         self._postings: dict[tuple[str, str], array] = {}  # (scope, word) -> rows
+        self._dead = 0  # rows no longer indexed, still in postings until the next compaction
 
     def __len__(self) -> int:
         return len(self._row_of)
@@ -66,7 +67,7 @@ class LexicalIndex:
         with self._lock:
             old = self._row_of.pop(id_, None)
             if old is not None:  # replaced: the new text's words count, not the old's
-                self._alive[old] = 0
+                self._bury(old)
             row = len(self._numbers)
             self._numbers.append(_numbers(text))
             self._alive.append(1)
@@ -78,7 +79,23 @@ class LexicalIndex:
         with self._lock:
             row = self._row_of.pop(id_, None)
             if row is not None:
-                self._alive[row] = 0
+                self._bury(row)
+
+    def _bury(self, row: int) -> None:
+        """Mark a row dead; once the dead outnumber the living, drop them from the postings (a cache that
+        expires and rewrites entries for months keeps postings the size of what it holds). Lock held."""
+        self._alive[row] = 0
+        self._dead += 1
+        if self._dead > max(1024, len(self._row_of)):
+            alive = np.frombuffer(bytes(self._alive), dtype=np.uint8).astype(bool)
+            for key in list(self._postings):
+                rows = np.array(self._postings[key], dtype=np.int32)
+                kept = rows[alive[rows]]
+                if len(kept):
+                    self._postings[key] = array("i", kept.tobytes())
+                else:
+                    del self._postings[key]
+            self._dead = 0
 
     def near(self, scope: str, text: str) -> bool:
         """One prompt of `scope` shares at least NEAR_SHARE of the text's rare words, and its numbers."""
