@@ -499,7 +499,8 @@ def eval_agent_cmd(
     config: Optional[Path] = Config,
 ) -> None:
     """Can an agent act through the local path? Per model: tool-needing tasks answered with the right call
-    and valid arguments / a wrong call / text; no-tool questions answered in text / with an invented call.
+    and valid arguments / a wrong call / text; no-tool questions answered in text (of which "off": text
+    that misses the task's pattern, a wrong answer) / with an invented call.
 
     Each task goes through the production path (its dialect's schema, the answer policy, cache off)."""
     import asyncio
@@ -512,7 +513,7 @@ def eval_agent_cmd(
     tasks = read_tasks(file)
     need = sum(t.needs_call for t in tasks)
     typer.echo(f"{len(tasks)} tasks: {need} need a call, {len(tasks) - need} need none")
-    typer.echo(f"{'model':<40} {'right':>6} {'wrong':>6} {'text':>5} | {'text':>5} {'invented':>9} | {'s/task':>7}")
+    typer.echo(f"{'model':<40} {'right':>6} {'wrong':>6} {'text':>5} | {'text':>5} {'off':>4} {'invented':>9} | {'s/task':>7}")
     for name, tools_form, least in [(m, f, c) for m in model or [None] for f in form for c in call_least or [None]]:
         runtime = Runtime(Settings.load(config, model=name, compact_tools=tools_form, call_least=least, check_calls=check_calls,
                                         cache_dir=tempfile.mkdtemp(prefix="edge-eval-")))
@@ -525,10 +526,11 @@ def eval_agent_cmd(
         r = asyncio.run(eval_agent(runtime.policy, tasks, label, concurrency))
         calls, none = r.counts(True), r.counts(False)
         typer.echo(f"{label:<40} {calls['right'] / max(need, 1):>6.0%} {calls['wrong call']:>6} {calls['text']:>5} | "
-                   f"{none['text']:>5} {none['invented call']:>9} | {sum(j.seconds for j in r.judged) / len(tasks):>7.1f}")
+                   f"{none['text']:>5} {len(r.texts_off_pattern):>4} {none['invented call']:>9} | "
+                   f"{sum(j.seconds for j in r.judged) / len(tasks):>7.1f}")
         if show:
             for j in r.judged:
-                if j.verdict != ("right" if j.task.needs_call else "text"):
+                if j.verdict != ("right" if j.task.needs_call else "text") or j in r.texts_off_pattern:
                     typer.echo(f"    [{j.verdict}] {j.task.id}: {j.detail}")
             for needs, verdict in [(n, v) for n in (True, False) for v in VERDICTS]:
                 beliefs = sorted((j.belief, j.task.id) for j in r.judged if j.task.needs_call == needs

@@ -28,6 +28,7 @@ from edge_ai.dialects.validate import parse
 from edge_ai.request import CacheControl, Final, Request
 
 VERDICTS = ("right", "wrong call", "text", "invented call")
+MISMATCH = "text does not match: "  # a no-tool task answered in text that misses its pattern (a wrong answer)
 
 
 @dataclass
@@ -59,6 +60,11 @@ class AgentResult:
 
     def counts(self, needs_call: bool) -> Counter[str]:
         return Counter(j.verdict for j in self.judged if j.task.needs_call == needs_call)
+
+    @property
+    def texts_off_pattern(self) -> list[Judged]:
+        """No-tool tasks answered in text that does not match the task's pattern: no call, but no answer either."""
+        return [j for j in self.judged if not j.task.needs_call and j.verdict == "text" and j.detail.startswith(MISMATCH)]
 
 
 def read_tasks(path: Path) -> list[AgentTask]:
@@ -100,7 +106,7 @@ def judge(task: AgentTask, final: Final, req: Request) -> tuple[str, str]:
             return "invented call", f"{calls[0].name}({calls[0].arguments[:80]})"
         pattern = task.expect.get("text")
         ok = pattern is None or re.search(pattern, final.text, re.I) is not None
-        return "text", ("" if ok else "text does not match: ") + final.text[:100]
+        return "text", ("" if ok else MISMATCH) + final.text[:100]
     if not calls:
         return "text", final.text[:100]
     want: dict[str, dict[str, str]] = task.expect["call"]

@@ -17,7 +17,7 @@ from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
 from edge_ai.local_models import LocalModel, LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
-from edge_ai.tool_calls import new_call_id, read_stream
+from edge_ai.tool_calls import compact_request, new_call_id, read_stream
 
 log = logging.getLogger("edge_ai.policy")
 
@@ -65,8 +65,17 @@ class AnswerPolicy:
             current[0] = model.engine.submit(tokens, replace(params, call_least=CALLS_RULED_OUT))
             return current[0]
 
+        def without_tools() -> Task:  # general knowledge answers it: asked as if no tool were offered
+            # in the compact form's system prompt and turns: an agent's whole system prompt is thousands of
+            # tokens to prefill, and its start shares the tool prompt's KV
+            plain = model.prepare(replace(compact_request(req), tools=()), self.default_max_tokens)
+            current[0] = model.engine.submit(plain.tokens, plain.params)
+            return current[0]
+
         again = without_calls if params.call_least > 0 else None
-        reply = Reply("local", self._local(req, task, vector, again, model), len(tokens), cancel=lambda: current[0].cancel())
+        plain = without_tools if req.tools and model.check_calls else None
+        reply = Reply("local", self._local(req, task, vector, again, plain, model), len(tokens),
+                      cancel=lambda: current[0].cancel())
         if prep.dropped:
             reply.headers["x-edge-truncated"] = str(prep.dropped)
         return reply
@@ -77,14 +86,18 @@ class AnswerPolicy:
         yield Final(e.answer, e.finish_reason, prompt_tokens, e.completion_tokens)
 
     async def _local(self, req: Request, task: Task, vector: np.ndarray | None,
-                     again: Callable[[], Task] | None = None, model: LocalModel | None = None,
-                     calls: bool = True) -> AsyncIterator[str | Final]:
-        """A local answer, its calls read (unless `calls` is off). `again` asks once more with calls ruled
-        out, for an answer whose call is not to go out:
-        - it only repeats a call whose result is already in the conversation. Shown a file it had just
-          read, Qwen2.5-Coder-1.5B read it again (Claude Code refuses such a call: "Wasted call — file
-          unchanged since your last Read"); asked again without calls, it answers from what it read;
-        - asked apart, `model` finds the call needless: general knowledge answers the request (call_need)."""
+                     again: Callable[[], Task] | None = None, plain: Callable[[], Task] | None = None,
+                     model: LocalModel | None = None, calls: bool = True) -> AsyncIterator[str | Final]:
+        """A local answer, its calls read (unless `calls` is off). An answer whose call is not to go out is
+        asked once more:
+        - `again`, with calls ruled out, where it only repeats a call whose result is already in the
+          conversation. Shown a file it had just read, Qwen2.5-Coder-1.5B read it again (Claude Code refuses
+          such a call: "Wasted call — file unchanged since your last Read"); asked again without calls, it
+          answers from what it read;
+        - `plain`, without the tools, where `model`, asked apart, finds the call needless: general
+          knowledge answers the request (call_need). With the tools still in its prompt and only calls
+          ruled out, the 1.5B narrated the call it could not make ("To find the capital of France, you
+          can use the Bash function: <Bash>curl …"); without them it answers."""
         tool = req.constraint is not None and req.constraint.kind == "tool"
         events = task.stream()
         if req.tools and not tool and calls:  # the model may call an offered tool: its calls are read out of its text
@@ -99,17 +112,20 @@ class AnswerPolicy:
                     continue
                 yield as_tool_call(event)
                 return
-            if isinstance(event, Final) and again is not None and event.tool_calls:
-                retry = None
-                if repeats(event.tool_calls, req.messages):
+            if isinstance(event, Final) and event.tool_calls:
+                retry, keep_lead = None, True
+                if again is not None and repeats(event.tool_calls, req.messages):
                     log.info("a call repeated with its result in the conversation: asked again without calls")
                     retry = self._local(req, again(), vector)  # a code block may still be an edit
-                elif model is not None and model.check_calls and await needless(model, req.messages):
-                    log.info("a call general knowledge makes needless: asked again without calls")
-                    retry = self._local(req, again(), vector, calls=False)  # a shell block is text here
+                elif plain is not None and model is not None and await needless(model, req.messages):
+                    log.info("a call general knowledge makes needless: asked again without the tools")
+                    retry = self._local(req, plain(), vector, calls=False)  # a shell block is text here
+                    # the lead announced the needless call ("I need to search the documentation…"): a
+                    # stream has shown it, but the answer given whole (and stored) is the one asked again
+                    keep_lead = False
                 if retry is not None:
-                    lead = event.text + "\n\n" if event.text else ""  # text before the call has been sent
-                    if lead:
+                    lead = event.text + "\n\n" if event.text and keep_lead else ""
+                    if event.text:  # text before the call has been streamed
                         yield "\n\n"
                     async for retried in retry:
                         yield replace(retried, text=lead + retried.text) if isinstance(retried, Final) else retried

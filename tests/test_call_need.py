@@ -41,7 +41,7 @@ def answer_with(monkeypatch, text: str, verdict: bool, check_calls: bool = True,
         asked.append(list(messages))
         return verdict
 
-    def again():
+    def plain():
         again_asked.append(True)
         return Scripted(again_text)
 
@@ -49,10 +49,11 @@ def answer_with(monkeypatch, text: str, verdict: bool, check_calls: bool = True,
     req = Request(model="local", messages=(Message("user", "What is the capital of Italy?"),), tools=(WEATHER, BASH),
                   cache=CacheControl(read=False, write=False))
     policy = AnswerPolicy(cache=None, models=None, default_max_tokens=64)  # type: ignore[arg-type]
-    model = SimpleNamespace(check_calls=check_calls)
+    model = SimpleNamespace()
 
     async def run():
-        return [e async for e in policy._local(req, Scripted(text), None, again, model)]  # type: ignore[arg-type]
+        asked_plain = plain if check_calls else None  # as AnswerPolicy.answer passes it
+        return [e async for e in policy._local(req, Scripted(text), None, None, asked_plain, model)]  # type: ignore[arg-type]
 
     *deltas, final = asyncio.run(run())
     return "".join(deltas), final, asked, again_asked
@@ -61,10 +62,13 @@ def answer_with(monkeypatch, text: str, verdict: bool, check_calls: bool = True,
 CALL = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
 
 
-def test_a_needless_call_is_asked_again_with_calls_ruled_out(monkeypatch):
+def test_a_needless_call_is_asked_again_without_the_tools(monkeypatch):
     text, final, asked, again_asked = answer_with(monkeypatch, CALL, verdict=True)
     assert len(asked) == 1 and again_asked == [True]
     assert text == final.text == "Rome." and final.tool_calls == () and final.finish_reason == "stop"
+    # a lead that announced the call has been streamed; the answer given whole is the one asked again
+    text, final, _, _ = answer_with(monkeypatch, "I will look it up.\n" + CALL, verdict=True)
+    assert text == "I will look it up.\n\nRome." and final.text == "Rome." and final.tool_calls == ()
 
 
 def test_a_shell_block_in_the_answer_asked_again_is_text_not_a_call(monkeypatch):

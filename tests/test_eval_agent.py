@@ -42,3 +42,10 @@ def test_answers_are_judged_right_wrong_text_or_invented():
     q = by_id("cc-q-france")
     assert judge(q, answer("Paris."), to_request(q)) == ("text", "Paris.")
     assert judge(q, answer("", ("Bash", '{"command": "cat capital.txt"}')), to_request(q))[0] == "invented call"
+    # a text that misses the question's pattern is no call, and no answer either: counted apart
+    from edge_ai.eval_agent import AgentResult, Judged
+
+    off = judge(q, answer("To find it, run curl against an API."), to_request(q))
+    assert off[0] == "text" and off[1].startswith("text does not match")
+    result = AgentResult("m", [Judged(q, *judge(q, answer("Paris."), to_request(q)), 1.0), Judged(q, *off, 1.0)])
+    assert [j.detail for j in result.texts_off_pattern] == [off[1]]
