@@ -17,8 +17,8 @@ needed, and lets 3 questions about commands through. A request that names a file
 which knowledge cannot answer: it is not asked.
 
 So an answer to the user's own turn that calls a tool is checked once: the model is asked both questions,
-each a one-token choice, in one batch. Where both say knowledge, the answer policy asks again with calls
-ruled out. After tool results the agent is mid-task and its calls are not questioned."""
+each a one-token choice, in one batch. Where both say knowledge, the answer policy asks again without
+the tools. After tool results the agent is mid-task and its calls are not questioned."""
 
 from __future__ import annotations
 

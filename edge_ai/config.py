@@ -131,7 +131,7 @@ class Settings(BaseSettings):
                               "this: 0.5 = more likely than not; 0 = wherever it is the likeliest token")
     check_calls: bool = Field(True, description="before a call answering the user's own turn goes out, ask the "
                               "model apart (no tools in sight) whether general knowledge answers the request; if "
-                              "so, answer in text (edge_ai/call_need.py)")
+                              "so, ask again without the tools (edge_ai/call_need.py)")
     default_max_tokens: int = Field(512, ge=1, description="answer length when the client sends none")
     compact_tools: Literal["auto", "always", "never"] = Field(
         "auto", description="show an agent's request compact (each tool as name, first sentence and parameters; the "
