@@ -15,6 +15,7 @@ from edge_ai.call_need import needless
 from edge_ai.edit_blocks import last_results_failed, repeats, workspace
 from edge_ai.engines.llm import Task
 from edge_ai.engines.pool import Backend, Broken, Pool, takes
+from edge_ai.errors import Overloaded
 from edge_ai.local_models import LocalModel, LocalModels
 from edge_ai.request import CacheControl, Final, Reply, Request, ToolCall
 from edge_ai.tool_calls import compact_request, new_call_id, read_stream
@@ -114,15 +115,18 @@ class AnswerPolicy:
                 return
             if isinstance(event, Final) and event.tool_calls:
                 retry, keep_lead = None, True
-                if again is not None and repeats(event.tool_calls, req.messages):
-                    log.info("a call repeated with its result in the conversation: asked again without calls")
-                    retry = self._local(req, again(), vector)  # a code block may still be an edit
-                elif plain is not None and model is not None and await needless(model, req.messages):
-                    log.info("a call general knowledge makes needless: asked again without the tools")
-                    retry = self._local(req, plain(), vector, calls=False)  # a shell block is text here
-                    # the lead announced the needless call ("I need to search the documentation…"): a
-                    # stream has shown it, but the answer given whole (and stored) is the one asked again
-                    keep_lead = False
+                try:  # a queue too full to ask again lets the call go out as it is
+                    if again is not None and repeats(event.tool_calls, req.messages):
+                        log.info("a call repeated with its result in the conversation: asked again without calls")
+                        retry = self._local(req, again(), vector)  # a code block may still be an edit
+                    elif plain is not None and model is not None and await needless(model, req.messages):
+                        log.info("a call general knowledge makes needless: asked again without the tools")
+                        retry = self._local(req, plain(), vector, calls=False)  # a shell block is text here
+                        # the lead announced the needless call ("I need to search the documentation…"): a
+                        # stream has shown it, but the answer given whole (and stored) is the one asked again
+                        keep_lead = False
+                except Overloaded:
+                    log.warning("no room to ask again: the call goes out")
                 if retry is not None:
                     lead = event.text + "\n\n" if event.text and keep_lead else ""
                     if event.text:  # text before the call has been streamed

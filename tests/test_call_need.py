@@ -88,3 +88,24 @@ def test_a_needed_call_goes_out_and_no_check_is_made_when_checking_is_off(monkey
 def test_a_text_answer_is_not_checked(monkeypatch):
     text, final, asked, _ = answer_with(monkeypatch, "The capital of Italy is Rome.", verdict=True)
     assert asked == [] and final.text == text == "The capital of Italy is Rome."
+
+
+def test_a_queue_too_full_to_ask_again_lets_the_call_go_out(monkeypatch):
+    from edge_ai.errors import Overloaded
+
+    async def needless(model, messages):
+        return True
+
+    def plain():
+        raise Overloaded("all local model slots are busy and the queue is full", retry_after=1)
+
+    monkeypatch.setattr("edge_ai.policy.needless", needless)
+    req = Request(model="local", messages=(Message("user", "What is the capital of Italy?"),), tools=(WEATHER,),
+                  cache=CacheControl(read=False, write=False))
+    policy = AnswerPolicy(cache=None, models=None, default_max_tokens=64)  # type: ignore[arg-type]
+
+    async def run():
+        return [e async for e in policy._local(req, Scripted(CALL), None, None, plain, SimpleNamespace())]  # type: ignore[arg-type]
+
+    *_, final = asyncio.run(run())
+    assert [c.name for c in final.tool_calls] == ["get_weather"]
