@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")  # a number as the vetoes read it (also engines/lexicon.py)
 _ORDER_LINK = re.compile(r"\s*(?:-|–|—|->|→|to|vs\.?|versus)\s*", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")
 _NAME = re.compile(r"(?<![.?!] )(?<!^)\b[A-Z][a-zA-Z]+")  # a capitalised word not opening a sentence
@@ -123,7 +123,7 @@ def contradicts(cached: str, asked: str, negation: bool = True) -> bool:
     """The hard vetoes: different numbers, different code, two words trading places, opposite words, one
     name for another, or (unless `negation` is False) a negation on one side only of otherwise shared
     wording."""
-    if set(_NUMBER.findall(cached)) != set(_NUMBER.findall(asked)) or _reordered(cached, asked):
+    if set(NUMBER.findall(cached)) != set(NUMBER.findall(asked)) or _reordered(cached, asked):
         return True
     if _code_differs(cached, asked) or _traded(cached, asked) or _opposite(cached, asked) or _renamed(cached, asked):
         return True
@@ -151,7 +151,7 @@ def _ordered(text: str) -> list[tuple[str, ...]]:
     runs: list[tuple[str, ...]] = []
     run: list[str] = []
     last = 0
-    for m in _NUMBER.finditer(text):
+    for m in NUMBER.finditer(text):
         if run and _ORDER_LINK.fullmatch(text, last, m.start()):
             run.append(m.group())
         else:

@@ -23,8 +23,9 @@ from array import array
 
 import numpy as np
 
+from edge_ai.hit import NUMBER as _NUMBER  # numbers read as the hit decision's veto reads them
+
 _WORD = re.compile(r"[a-z][a-z0-9_'-]{2,}")
-_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _STOP = frozenset(
     "the and for are but not you all any can her was one our out his has had how its who why what when where "
     "which with this that from have will would should could does did your they them their there then than "
