@@ -78,22 +78,27 @@ class LocalModel:
             return self._template.prompt(self.engine, system, req.messages, req.prefill, req.tools)
         return gemma_prompt(self.engine, system, req.messages, req.prefill)
 
-    def prepare(self, req: Request, default_max_tokens: int) -> Prepared:
-        """Tokens and sampling for `req`. A prompt too long for a slot is cut to fit (see `_fit`), never
-        refused for its length; only a max_tokens that leaves no room for any prompt is refused."""
+    def answer_room(self, req: Request, default_max_tokens: int) -> tuple[int, int]:
+        """(the max_tokens asked for, the room an answer gets at least), without tokenizing the prompt.
+        Raises ContextOverflow for a max_tokens the client means exactly that leaves no room for a prompt."""
         n_ctx = self.engine.n_ctx_slot
-        if req.tools and self.compact_tools == "always":
-            req = compact_request(req)
-        tokens = self.prompt_tokens(req)
         want = req.max_tokens if req.max_tokens is not None else default_max_tokens
         if req.max_tokens is not None and not req.clamp_max_tokens:  # a limit the client means exactly
             if want > n_ctx - min(256, n_ctx // 2):
                 raise ContextOverflow(
                     f"max_tokens ({want}) leaves no room for a prompt in this model's context of {n_ctx} tokens"
                 )
-            answer = want
-        else:  # a default or a ceiling: the answer may have what the prompt leaves, at least a share
-            answer = min(want, n_ctx // LEAST_ANSWER_SHARE)
+            return want, want
+        return want, min(want, n_ctx // LEAST_ANSWER_SHARE)  # a default or a ceiling: at least a share
+
+    def prepare(self, req: Request, default_max_tokens: int) -> Prepared:
+        """Tokens and sampling for `req`. A prompt too long for a slot is cut to fit (see `_fit`), never
+        refused for its length; only a max_tokens that leaves no room for any prompt is refused."""
+        n_ctx = self.engine.n_ctx_slot
+        want, answer = self.answer_room(req, default_max_tokens)
+        if req.tools and self.compact_tools == "always":
+            req = compact_request(req)
+        tokens = self.prompt_tokens(req)
         dropped = 0
         if req.tools and self.compact_tools == "auto" and len(tokens) + answer > min(n_ctx, COMPACT_ABOVE):
             # a long agent request: what a small model can use and two cores prefill in time (compact_request)

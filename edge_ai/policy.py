@@ -42,8 +42,7 @@ class AnswerPolicy:
             # SmolLM2 in its system prompt, tools got 0 of 29 agent tasks right and 5 of 18 plain questions
             # a call (BENCHMARKS.md, the agent eval). The cache scope keeps the tools all the same.
             req = replace(req, tools=())
-        prep = model.prepare(req, self.default_max_tokens)
-        tokens, params = prep.tokens, prep.params
+        model.answer_room(req, self.default_max_tokens)  # a max_tokens with no room is refused before any lookup
         vector = None
         # a forced tool call is never cached (a stored answer is text), so there is nothing to look up
         if req.cache.read and not (req.constraint is not None and req.constraint.kind == "tool"):
@@ -51,14 +50,22 @@ class AnswerPolicy:
             vector = look.vector
             if look.hit is not None:
                 hit = look.hit
-                return Reply("cache", self._cached(hit, len(tokens)), len(tokens), similarity=hit.similarity)
+                n = len(model.prepare(req, self.default_max_tokens).tokens)  # memoised for a prompt seen before
+                return Reply("cache", self._cached(hit, n), n, similarity=hit.similarity)
         if self.pool is not None and takes(req):
-            opened = await self.pool.open(req, params.max_tokens, params.temperature)
+            prep = model.prepare(req, self.default_max_tokens)
+            opened = await self.pool.open(req, prep.params.max_tokens, prep.params.temperature)
             if opened is not None:
                 backend, events, lease = opened
-                reply = Reply("local", self._pooled(req, backend, events, vector, len(tokens)), len(tokens), cancel=lease.release)
+                n = len(prep.tokens)
+                reply = Reply("local", self._pooled(req, backend, events, vector, n), n, cancel=lease.release)
                 reply.headers["x-edge-backend"] = backend.name
                 return reply
+        # A miss that meets a full queue is refused before its prompt is tokenized: in a surge most new
+        # questions are, and their tokenizing was a tenth of the event loop's time (RELIABILITY.md).
+        model.engine.check_room()
+        prep = model.prepare(req, self.default_max_tokens)
+        tokens, params = prep.tokens, prep.params
         task = model.engine.submit(tokens, params)
         current = [task]
 

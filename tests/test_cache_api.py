@@ -103,6 +103,38 @@ def test_streaming_hit_replays_the_answer(openai_client):
     assert text == answer
 
 
+def test_streamed_hits_come_whole_in_every_dialect(server, openai_client):
+    """A streamed hit's events are all known: they go out as one body (one write, no task group), and each
+    dialect's SDK reads them as the stream it asked for."""
+    import anthropic
+
+    system = scoped()
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": "What is a glacier?"}]
+    _, answer = ask(openai_client, msgs)
+    raw = openai_client.chat.completions.with_raw_response.create(model="gpt-4o", messages=msgs, max_tokens=16, temperature=0, stream=True)
+    assert raw.headers["x-edge-source"] == "cache" and int(raw.headers["content-length"]) > 0
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == answer
+
+    claude = anthropic.Anthropic(base_url=server.url, api_key="k")
+    ask_claude = dict(model="claude-x", system=system, max_tokens=16,
+                      messages=[{"role": "user", "content": "What is a moraine?"}])
+    first = claude.messages.create(**ask_claude).content[0].text
+    raw_stream = claude.messages.with_raw_response.create(**ask_claude, stream=True)  # type: ignore[call-overload]
+    assert raw_stream.headers["x-edge-source"] == "cache" and int(raw_stream.headers["content-length"]) > 0
+    events = list(raw_stream.parse())
+    assert [e.type for e in events][0] == "message_start" and events[-1].type == "message_stop"
+    assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == first
+
+    ask_responses = dict(model="gpt-4o", instructions=system, input="What is a fjord?", max_output_tokens=16, temperature=0)
+    whole = openai_client.responses.create(**ask_responses).output_text
+    raw_responses = openai_client.responses.with_raw_response.create(**ask_responses, stream=True)
+    assert raw_responses.headers["x-edge-source"] == "cache" and int(raw_responses.headers["content-length"]) > 0
+    streamed = list(raw_responses.parse())
+    assert streamed[-1].type in ("response.completed", "response.incomplete")  # 16 tokens may cut it short
+    assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == whole
+
+
 def test_cache_survives_restart(server, openai_client):
     msgs = [{"role": "system", "content": scoped()}, {"role": "user", "content": "Why is the ocean salty?"}]
     h1, a1 = ask(openai_client, msgs)

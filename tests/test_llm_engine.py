@@ -554,3 +554,44 @@ def test_beside_other_slots_a_probe_needs_a_long_match_until_a_draft_is_kept():
     d.reset(prompt_len=len(short) - 1)
     d.settle(drafted=2, accepted=2)  # a draft was kept: the slot is copying, the usual match will do
     assert d.propose(short, limit=8, shared=True)[0]
+
+
+def test_a_miss_meeting_a_full_queue_is_refused_before_its_prompt_is_tokenized_and_a_hit_is_still_served(engine):
+    from types import SimpleNamespace
+
+    from edge_ai.cache import Hit, Lookup
+    from edge_ai.engines.store import Entry
+    from edge_ai.local_models import LocalModel
+    from edge_ai.policy import AnswerPolicy
+    from edge_ai.request import CacheControl, Request
+
+    model = LocalModel(engine, SamplingParams(temperature=0))
+    tokenized: list[Request] = []
+    real_tokenize = model._tokenize
+    model._tokenize = lambda req: tokenized.append(req) or real_tokenize(req)  # type: ignore[method-assign]
+    cached = Entry(id="e", scope_key="s", scope={}, query="What is 2+2?", answer="4", finish_reason="stop",
+                   completion_tokens=1, max_tokens=None, source="import")
+
+    async def lookup(req: Request) -> Lookup:
+        return Lookup(Hit(cached, 1.0, True) if req.messages[0].content == "What is 2+2?" else None, None)
+
+    policy = AnswerPolicy(SimpleNamespace(lookup=lookup), SimpleNamespace(get=lambda name: model), 16)  # type: ignore[arg-type]
+    ask = lambda text: Request(model="m", messages=(Message("user", text),), cache=CacheControl(write=False))  # noqa: E731
+
+    async def go() -> None:
+        busy = [engine.submit(prompt(engine, f"Count to a thousand, {i}."), SamplingParams(temperature=0, max_tokens=400))
+                for i in range(engine.n_slots + engine.max_queue)]  # every slot and the whole queue
+        try:
+            rejected = engine.stats.rejected
+            with pytest.raises(Overloaded):
+                await policy.answer(ask("Name a new colour."))
+            assert tokenized == [] and engine.stats.rejected == rejected + 1  # refused, its prompt never tokenized
+            reply = await policy.answer(ask("What is 2+2?"))  # the cache still answers
+            assert reply.source == "cache" and (await reply.collect()).text == "4"
+        finally:
+            for task in busy:
+                task.cancel()
+            while engine.load()["slots_busy"] or engine.load()["queue_depth"]:  # freed before this loop closes
+                await asyncio.sleep(0.02)
+
+    run(go())

@@ -34,12 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
-import llama_cpp as ll
 import numpy as np
 
 from edge_ai.engines.draft import NgramDraft
+from edge_ai.engines.priority import CpuTurns, bound_spinning, lower_priority
 
-from edge_ai.engines.priority import CpuTurns, lower_priority
+bound_spinning()  # before llama.cpp's OpenMP runtime is loaded, which reads its settings once
+import llama_cpp as ll  # noqa: E402
 
 from edge_ai.errors import ContextOverflow, Overloaded
 from edge_ai.request import Final
@@ -416,13 +417,21 @@ class LLMEngine:
             )
         task = Task(tokens, params, asyncio.get_running_loop())
         with self._cond:
-            busy = sum(1 for s in self.slots if not s.free) + len(self._waiting)
-            if busy >= self.n_slots + self.max_queue:
-                self.stats.rejected += 1
-                raise Overloaded("all local model slots are busy and the queue is full", retry_after=1)
+            self._check_room()
             self._waiting.append(task)
             self._cond.notify()
         return task
+
+    def check_room(self) -> None:
+        """Raise Overloaded now if a generation submitted now would be: a caller can refuse before it pays
+        for a prompt (tokenizing one costs about a millisecond of the event loop)."""
+        with self._cond:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if sum(1 for s in self.slots if not s.free) + len(self._waiting) >= self.n_slots + self.max_queue:
+            self.stats.rejected += 1
+            raise Overloaded("all local model slots are busy and the queue is full", retry_after=1)
 
     def load(self) -> dict[str, object]:
         with self._cond:

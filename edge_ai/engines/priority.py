@@ -18,6 +18,20 @@ log = logging.getLogger("edge_ai")
 T = TypeVar("T")
 
 
+# How many times an idle OpenMP thread polls before it sleeps. libgomp's default is 300,000: 15-20 ms on
+# a Xeon (a pause instruction is ~140 cycles there), at every barrier inside a decode step and after each
+# step. Where the cores are shared, a decode thread whose partner was preempted by the event loop or the
+# embedder spun for that long: half the decode threads' CPU in a surge, taken from the hits. 10,000 polls
+# (under a millisecond) still cover a barrier whose threads are all running (RELIABILITY.md, "Spinning").
+OMP_SPIN_COUNT = 10_000
+
+
+def bound_spinning() -> None:
+    """Bound llama.cpp's OpenMP spin-waiting, unless GOMP_SPINCOUNT is set already. libgomp reads it once,
+    when it is loaded: call this before llama_cpp is imported."""
+    os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_COUNT))
+
+
 def lower_priority(nice: int) -> None:
     """Run the calling thread `nice` steps lower than the process."""
     # Linux only: elsewhere PRIO_PROCESS with a thread id would name a process, not this thread
