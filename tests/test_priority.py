@@ -1,8 +1,14 @@
-"""CpuTurns: the embedder's passes go before the model's next decode step."""
+"""CpuTurns: the embedder's passes go before the model's next decode step; llama.cpp's OpenMP threads spin
+bounded."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+
+import pytest
 
 from edge_ai.engines.priority import CpuTurns
 
@@ -38,3 +44,17 @@ def test_a_decode_step_waits_no_longer_than_its_bound_and_not_at_all_when_idle()
         assert turns.busy
         assert _step_in_thread(turns).wait(10)  # a flood of passes cannot stop decoding
     assert turns.yielded_s > 0
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "10000"), ("1234", "1234")])
+def test_llama_cpps_openmp_runtime_loads_with_spinning_bounded_unless_the_environment_says(preset, expected):
+    """What libgomp itself read when llama.cpp loaded it (OMP_DISPLAY_ENV makes it print its settings)."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env["OMP_DISPLAY_ENV"] = "VERBOSE"
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    out = subprocess.run([sys.executable, "-c", "import edge_ai.engines.llm"], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    if "OPENMP DISPLAY ENVIRONMENT" not in out.stderr + out.stdout:
+        pytest.skip("this llama.cpp build does not use OpenMP")
+    assert f"GOMP_SPINCOUNT = '{expected}'" in out.stderr + out.stdout
