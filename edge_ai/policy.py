@@ -52,6 +52,7 @@ class AnswerPolicy:
                 hit = look.hit
                 n = len(model.prepare(req, self.default_max_tokens).tokens)  # memoised for a prompt seen before
                 return Reply("cache", self._cached(hit, n), n, similarity=hit.similarity)
+        prep = None
         if self.pool is not None and takes(req):
             prep = model.prepare(req, self.default_max_tokens)
             opened = await self.pool.open(req, prep.params.max_tokens, prep.params.temperature)
@@ -64,7 +65,8 @@ class AnswerPolicy:
         # A miss that meets a full queue is refused before its prompt is tokenized: in a surge most new
         # questions are, and their tokenizing was a tenth of the event loop's time (RELIABILITY.md).
         model.engine.check_room()
-        prep = model.prepare(req, self.default_max_tokens)
+        if prep is None:  # else the pool's, every backend having been down or full
+            prep = model.prepare(req, self.default_max_tokens)
         tokens, params = prep.tokens, prep.params
         task = model.engine.submit(tokens, params)
         current = [task]
